@@ -1,0 +1,339 @@
+"""The command line: `serve` runs the exporter, `generate` writes the generated artifacts.
+
+Every flag of `serve` can also be set through an environment variable (GIE_ and the flag's
+name in capitals with `.` and `-` as `_`: `--collect.interval` is GIE_COLLECT_INTERVAL); a flag
+on the command line wins. Repeatable flags take `;`-separated lists from the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from exporter import __version__
+from exporter.backends import BACKENDS, NO_GPU_HINT, NOT_YET_AVAILABLE, detect_backend
+from exporter.identity import constant_labels, parse_label
+from exporter.logs import FORMATS, LEVELS, setup_logging
+
+log = logging.getLogger("exporter")
+
+ENV_PREFIX = "GIE_"
+DEFAULT_PORT = 9466
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class CliError(Exception):
+    """A usage problem found after parsing: printed as one line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    host: str | None  # None: every interface
+    port: int
+
+    def __str__(self) -> str:
+        host = self.host or "0.0.0.0"
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+
+def parse_duration(text: str) -> float:
+    """`1`, `1.5`, `500ms`, `2s`, `1m`, `1h` → seconds (positive)."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}: use seconds or a unit, like 1, 0.5, 500ms, 2s, 1m"
+        )
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"duration {text!r} must be positive")
+    return seconds
+
+
+def parse_listen_address(text: str) -> ListenAddress:
+    """`:9466`, `0.0.0.0:9466`, `127.0.0.1:9466`, `[::1]:9466`, `localhost:9466`."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"invalid listen address {text!r}: use HOST:PORT or :PORT, like :{DEFAULT_PORT}"
+        )
+    host = host.strip("[]") or None
+    return ListenAddress(host, int(port_text))
+
+
+def _label(text: str) -> tuple[str, str]:
+    try:
+        return parse_label(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _scenario(text: str) -> object:
+    from exporter.sources.simulated import parse_scenario
+
+    try:
+        return parse_scenario(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def env_name(flag: str) -> str:
+    """`--collect.interval` → `GIE_COLLECT_INTERVAL`."""
+    return ENV_PREFIX + re.sub(r"[.-]", "_", flag.lstrip("-")).upper()
+
+
+def _scenario_help() -> str:
+    from exporter.sources.simulated import SCENARIOS
+
+    return "; ".join(f"{name}: {text}" for name, text in SCENARIOS.items())
+
+
+def _model_choices() -> list[str]:
+    from exporter.sources.simulated import GPU_MODELS
+
+    return list(GPU_MODELS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gpu-inference-exporter",
+        description=(
+            "Prometheus exporter for GPU inference nodes: GPU health from DCGM or NVML beside "
+            "the KV-cache, token-latency and PyTorch allocator figures of an inference harness."
+        ),
+        epilog=(
+            "Every `serve` flag also reads an environment variable: GIE_ + the flag name in "
+            "capitals, `.` and `-` as `_` (--collect.interval: GIE_COLLECT_INTERVAL); "
+            "repeatable flags take a `;`-separated list. Run `gpu-inference-exporter serve "
+            "--help` for the flags."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the exporter (the default command)",
+        description=(
+            "Collect from the GPU backend every interval in the background and serve the "
+            "latest snapshot on /metrics; /healthz says the process lives, /readyz that the "
+            "data is fresh."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=(
+            "Each flag also reads GIE_<FLAG> from the environment (see the flag list). "
+            f"Kubernetes: NODE_NAME, POD_NAMESPACE and POD_NAME (Downward API) become the "
+            "node, namespace and pod labels of every series."
+        ),
+    )
+    add = _env_adder(serve)
+    add(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="GPU backend. auto: DCGM if a hostengine answers, else NVML if it finds a GPU, else "
+        "none (never the simulator); simulated: a deterministic fake fleet for demos and tests",
+    )
+    add(
+        "--web.listen-address",
+        dest="listen_address",
+        type=parse_listen_address,
+        default=parse_listen_address(f":{DEFAULT_PORT}"),
+        metavar="HOST:PORT",
+        help="address for /metrics, /healthz, /readyz and /; :PORT listens on every interface",
+    )
+    add(
+        "--collect.interval",
+        dest="interval",
+        type=parse_duration,
+        default=1.0,
+        metavar="DURATION",
+        help="time between collections (seconds, or 500ms, 2s, 1m)",
+    )
+    add(
+        "--collect.timeout",
+        dest="timeout",
+        type=parse_duration,
+        default=None,
+        metavar="DURATION",
+        help="how long one source may take before it is marked down (default: the interval)",
+    )
+    add(
+        "--dcgm.address",
+        dest="dcgm_address",
+        default="localhost:5555",
+        metavar="HOST:PORT",
+        help="DCGM hostengine that --backend auto probes first",
+    )
+    add(
+        "--label",
+        dest="labels",
+        type=_label,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="constant label added to every series (repeatable)",
+    )
+    add(
+        "--simulate.gpus",
+        dest="simulate_gpus",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="GPUs in the simulated fleet",
+    )
+    add(
+        "--simulate.model",
+        dest="simulate_model",
+        choices=_model_choices(),
+        default="H100 SXM 80GB",
+        metavar="MODEL",
+        help=f"GPU model of the simulated fleet: {', '.join(_model_choices())}",
+    )
+    add(
+        "--simulate.seed",
+        dest="simulate_seed",
+        type=int,
+        default=0,
+        metavar="SEED",
+        help="seed of the simulated fleet (same seed, same figures)",
+    )
+    add(
+        "--simulate.scenario",
+        dest="scenarios",
+        type=_scenario,
+        action="append",
+        default=[],
+        metavar="NAME:gpu=I,start=S,duration=D",
+        help="fault scenario (repeatable; start/duration in seconds from start, no duration = "
+        "forever). Scenarios: " + _scenario_help(),
+    )
+    add("--log.format", dest="log_format", choices=FORMATS, default="text", help="log format")
+    add("--log.level", dest="log_level", choices=LEVELS, default="info", help="log level")
+
+    generate = commands.add_parser(
+        "generate",
+        help="write the generated artifacts (README metric table, dashboards, rules)",
+        description="Regenerate every committed artifact from the catalog and definitions.",
+    )
+    generate.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 listing the files that are stale",
+    )
+    generate.add_argument(
+        "--root", default=None, help="repository root (default: the one this package is in)"
+    )
+    return parser
+
+
+def _env_adder(parser: argparse.ArgumentParser):  # type: ignore[no-untyped-def]
+    """add_argument that also names the flag's environment variable in its help."""
+
+    def add(flag: str, **kwargs: object) -> None:
+        kwargs["help"] = f"{kwargs.get('help', '')} [env {env_name(flag)}]"
+        parser.add_argument(flag, **kwargs)  # type: ignore[arg-type]
+
+    return add
+
+
+def with_environment(
+    argv: Sequence[str], parser: argparse.ArgumentParser, environ: Mapping[str, str]
+) -> list[str]:
+    """Prepend `--flag value` for each GIE_ variable whose flag is not on the command line."""
+    if not argv or argv[0] != "serve":
+        return list(argv)
+    serve = _subparser(parser, "serve")
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    injected: list[str] = []
+    for action in serve._actions:
+        flags = [f for f in action.option_strings if f.startswith("--")]
+        if not flags or flags[0] == "--help":
+            continue
+        value = environ.get(env_name(flags[0]))
+        if value is None or flags[0] in given:
+            continue
+        items = value.split(";") if isinstance(action, argparse._AppendAction) else [value]
+        for item in items:
+            if item.strip():
+                injected += [f"{flags[0]}={item.strip()}"]
+    return ["serve", *injected, *argv[1:]]
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise KeyError(name)
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    environ = os.environ if environ is None else environ
+    parser = build_parser()
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["serve", *argv]
+    args = parser.parse_args(with_environment(argv, parser, environ))
+    try:
+        if args.command == "generate":
+            from exporter.generate import run_generate
+
+            return run_generate(check=args.check, root=args.root)
+        setup_logging(args.log_format, args.log_level)
+        return serve(args, environ)
+    except CliError as exc:
+        print(f"gpu-inference-exporter: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Run the exporter until SIGINT or SIGTERM."""
+    from exporter.runtime import build_runtime, run_until_signalled
+
+    backend = args.backend
+    if backend == "auto":
+        backend = detect_backend(args.dcgm_address)
+        if backend in NOT_YET_AVAILABLE:
+            log.warning(
+                "found a GPU through %s, but the %s source is not part of this version yet; "
+                "running without a GPU source",
+                backend,
+                backend,
+            )
+            backend = "none"
+        if backend == "none":
+            log.warning(NO_GPU_HINT)
+    elif backend in NOT_YET_AVAILABLE:
+        raise CliError(
+            f"the {backend} backend is not available in this version yet; "
+            "use --backend simulated for the simulated fleet"
+        )
+    if args.scenarios and backend != "simulated":
+        raise CliError("--simulate.scenario needs --backend simulated")
+    runtime = build_runtime(
+        backend=backend,
+        args=args,
+        const_labels=constant_labels(args.labels, environ),
+    )
+    try:
+        return asyncio.run(run_until_signalled(runtime, args.listen_address, (signal.SIGINT, signal.SIGTERM)))
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.listen_address}: {exc.strerror or exc}") from None

@@ -1,0 +1,95 @@
+"""Wiring: sources → sampler → web app, started and stopped together."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from exporter.sampler import Sampler
+from exporter.samples import Labels
+from exporter.server import build_app
+from exporter.sources import Source
+
+if TYPE_CHECKING:
+    from exporter.cli import ListenAddress
+
+log = logging.getLogger("exporter")
+
+
+@dataclass
+class Runtime:
+    sampler: Sampler
+    app: web.Application
+
+
+def build_sources(backend: str, args: argparse.Namespace) -> list[Source]:
+    """The sources for a resolved backend (`simulated` or `none` in this version)."""
+    if backend == "simulated":
+        from exporter.sources.simulated import SimulatedSource
+
+        return [
+            SimulatedSource(
+                gpus=args.simulate_gpus,
+                model=args.simulate_model,
+                seed=args.simulate_seed,
+                scenarios=args.scenarios,
+            )
+        ]
+    if backend == "none":
+        return []
+    raise ValueError(f"no source for backend {backend!r}")
+
+
+def build_runtime(*, backend: str, args: argparse.Namespace, const_labels: Labels) -> Runtime:
+    sources = build_sources(backend, args)
+    gpu_backend = backend if backend != "none" else None
+    sampler = Sampler(
+        sources,
+        interval=args.interval,
+        timeout=args.timeout,
+        const_labels=const_labels,
+        gpu_backend=gpu_backend,
+    )
+    return Runtime(sampler=sampler, app=build_app(sampler))
+
+
+async def run_until_signalled(
+    runtime: Runtime, address: ListenAddress, signals: Sequence[signal.Signals]
+) -> int:
+    """Serve and collect until one of `signals` arrives; then stop cleanly and return 0."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(runtime.app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, address.host, address.port)
+        await site.start()
+        log.info(
+            "listening on http://%s/metrics (sources: %s, interval %gs)",
+            address,
+            ", ".join(runtime.sampler.source_names) or "none",
+            runtime.sampler.interval,
+        )
+        collecting = asyncio.create_task(runtime.sampler.run(), name="sampler")
+        stopping = asyncio.create_task(stop.wait(), name="stop")
+        done, _ = await asyncio.wait({collecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if collecting in done:
+            collecting.result()  # the sampler never returns: re-raise what killed it
+        collecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await collecting
+        log.info("stopping")
+        return 0
+    finally:
+        await runner.cleanup()
+        runtime.sampler.close()

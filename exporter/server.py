@@ -1,0 +1,118 @@
+"""The HTTP side: /metrics, /healthz, /readyz and a landing page, all served from the snapshot.
+
+No handler here ever calls a source: a scrape costs a dictionary lookup and a write of bytes
+rendered by the sampler, whatever the GPU count or the driver's latency.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from collections.abc import Callable, Sequence
+
+from aiohttp import web
+
+from exporter import __version__
+from exporter.sampler import Sampler
+
+ReadyCheck = Callable[[], tuple[bool, list[str]]]
+
+SAMPLER_KEY = web.AppKey("sampler", Sampler)
+READY_CHECKS_KEY = web.AppKey("ready_checks", list)
+
+
+def build_app(sampler: Sampler, ready_checks: Sequence[ReadyCheck] = ()) -> web.Application:
+    """The exporter's web application; `ready_checks` add to the sampler's own readiness."""
+    app = web.Application()
+    app[SAMPLER_KEY] = sampler
+    app[READY_CHECKS_KEY] = [sampler.readiness, *ready_checks]
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/", landing)
+    return app
+
+
+def accepts_gzip(header: str) -> bool:
+    """True when Accept-Encoding allows gzip (and does not give it q=0)."""
+    for part in header.split(","):
+        coding, *params = (p.strip() for p in part.split(";"))
+        if coding.lower() in ("gzip", "*"):
+            return not any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00") for p in params)
+    return False
+
+
+async def metrics(request: web.Request) -> web.Response:
+    snapshot = request.app[SAMPLER_KEY].snapshot
+    if snapshot is None:
+        return web.Response(status=503, text="no snapshot collected yet; retry in a second\n")
+    rendered = snapshot.for_accept(request.headers.get("Accept", ""))
+    headers = {"Content-Type": rendered.content_type, "Vary": "Accept, Accept-Encoding"}
+    if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=rendered.gzipped, headers=headers)
+    return web.Response(body=rendered.body, headers=headers)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is alive and its event loop answers."""
+    return web.Response(text="ok\n")
+
+
+def readiness(app: web.Application) -> tuple[bool, list[str]]:
+    problems: list[str] = []
+    for check in app[READY_CHECKS_KEY]:
+        _, reasons = check()
+        problems.extend(reasons)
+    return not problems, problems
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """200 once a snapshot exists and nothing is stale; 503 listing every reason otherwise."""
+    ready, problems = readiness(request.app)
+    body = {"ready": ready, "problems": problems}
+    return web.json_response(body, status=200 if ready else 503, dumps=_dumps)
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, indent=2) + "\n"
+
+
+async def landing(request: web.Request) -> web.Response:
+    sampler = request.app[SAMPLER_KEY]
+    snapshot = sampler.snapshot
+    ready, problems = readiness(request.app)
+    now = time.monotonic()
+    rows = []
+    for name in sampler.source_names:
+        state = snapshot.sources.get(name) if snapshot else None
+        if state is None:
+            rows.append(f"<tr><td>{html.escape(name)}</td><td>starting</td><td></td><td></td></tr>")
+            continue
+        age = "never" if state.last_success is None else f"{now - state.last_success:.1f}s ago"
+        rows.append(
+            "<tr>"
+            f"<td>{html.escape(name)}</td>"
+            f"<td class={'up' if state.up else 'down'}>{'up' if state.up else 'DOWN'}</td>"
+            f"<td>{age} ({state.last_duration * 1000:.1f} ms)</td>"
+            f"<td>{html.escape(state.last_error)}</td>"
+            "</tr>"
+        )
+    series = snapshot.series if snapshot else 0
+    problem_items = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>gpu-inference-exporter</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}
+.up{{color:#1a7f37}}.down{{color:#cf222e;font-weight:bold}}</style></head>
+<body><h1>gpu-inference-exporter {html.escape(__version__)}</h1>
+<p><a href="/metrics">/metrics</a> ({series} series) &middot; <a href="/healthz">/healthz</a>
+&middot; <a href="/readyz">/readyz</a> ({'ready' if ready else 'not ready'})</p>
+<ul>{problem_items}</ul>
+<h2>Sources</h2>
+<table><tr><th>source</th><th>state</th><th>last answer</th><th>last error</th></tr>
+{''.join(rows)}</table>
+<p>Collection interval {sampler.interval:g}s, timeout {sampler.timeout:g}s.</p>
+</body></html>
+"""
+    return web.Response(text=page, content_type="text/html")
