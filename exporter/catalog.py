@@ -118,11 +118,15 @@ def catalog_problems(family: MetricFamily) -> list[str]:
     return problems
 
 
-def _gauge(name: str, help: str, labels: tuple[str, ...] = DEVICE_LABELS, unit: str = "") -> MetricFamily:
+def _gauge(
+    name: str, help: str, labels: tuple[str, ...] = DEVICE_LABELS, unit: str = ""
+) -> MetricFamily:
     return MetricFamily(name, Kind.GAUGE, help, labels, unit)
 
 
-def _counter(name: str, help: str, labels: tuple[str, ...] = DEVICE_LABELS, unit: str = "") -> MetricFamily:
+def _counter(
+    name: str, help: str, labels: tuple[str, ...] = DEVICE_LABELS, unit: str = ""
+) -> MetricFamily:
     return MetricFamily(name, Kind.COUNTER, help, labels, unit)
 
 
@@ -214,7 +218,9 @@ GPU_PCIE_REPLAYS = _counter(
     "gpu_pcie_replays_total", "PCIe replays (link-level retransmissions) since the driver loaded"
 )
 GPU_NVLINK_LINK_UP = _gauge(
-    "gpu_nvlink_link_up", "1 when an NVLink link is active, 0 when it is down", (*DEVICE_LABELS, "link")
+    "gpu_nvlink_link_up",
+    "1 when an NVLink link is active, 0 when it is down",
+    (*DEVICE_LABELS, "link"),
 )
 GPU_NVLINK_TRANSMIT = _counter(
     "gpu_nvlink_transmit_bytes_total",

@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog=(
             "Each flag also reads GIE_<FLAG> from the environment (see the flag list). "
-            f"Kubernetes: NODE_NAME, POD_NAMESPACE and POD_NAME (Downward API) become the "
+            "Kubernetes: NODE_NAME, POD_NAMESPACE and POD_NAME (Downward API) become the "
             "node, namespace and pod labels of every series."
         ),
     )
@@ -334,6 +334,8 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         const_labels=constant_labels(args.labels, environ),
     )
     try:
-        return asyncio.run(run_until_signalled(runtime, args.listen_address, (signal.SIGINT, signal.SIGTERM)))
+        return asyncio.run(
+            run_until_signalled(runtime, args.listen_address, (signal.SIGINT, signal.SIGTERM))
+        )
     except OSError as exc:
         raise CliError(f"cannot listen on {args.listen_address}: {exc.strerror or exc}") from None

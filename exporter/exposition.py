@@ -29,8 +29,8 @@ __all__ = [
     "CONTENT_TYPE_OPENMETRICS",
     "CONTENT_TYPE_TEXT",
     "Rendered",
-    "SourceState",
     "Snapshot",
+    "SourceState",
     "render",
     "wants_openmetrics",
 ]
@@ -153,9 +153,7 @@ def render(
         collected_monotonic=collected_monotonic,
         sources=dict(sources or {}),
         text=Rendered(CONTENT_TYPE_TEXT, text, gzip.compress(text, _GZIP_LEVEL, mtime=0)),
-        openmetrics=Rendered(
-            CONTENT_TYPE_OPENMETRICS, om, gzip.compress(om, _GZIP_LEVEL, mtime=0)
-        ),
+        openmetrics=Rendered(CONTENT_TYPE_OPENMETRICS, om, gzip.compress(om, _GZIP_LEVEL, mtime=0)),
         series=len(samples),
         samples=samples,
     )

@@ -47,6 +47,7 @@ class _SourceSlot:
     last_success: float | None = None
     last_duration: float = 0.0
     last_error: str = ""
+    last_reason: str = ""
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_REASONS, 0))
     samples: list[AnySample] = field(default_factory=list)
 
@@ -157,16 +158,17 @@ class Sampler:
             slot.up = True
             slot.samples = samples
             slot.last_success = started
-            slot.last_error = ""
+            slot.last_error = slot.last_reason = ""
         slot.last_duration = self._clock() - started
 
     def _fail(self, slot: _SourceSlot, reason: str, message: str) -> None:
         slot.errors[reason] += 1
-        if slot.up or slot.last_error != message:
+        if slot.up or slot.last_reason != reason:  # log transitions, not every cycle
             log.warning("source %s failed (%s): %s", slot.name, reason, message)
         slot.up = False
         slot.samples = []
         slot.last_error = message
+        slot.last_reason = reason
 
     def _own_samples(self, collected_at: float) -> list[AnySample]:
         own: list[AnySample] = [

@@ -107,11 +107,11 @@ async def landing(request: web.Request) -> web.Response:
 .up{{color:#1a7f37}}.down{{color:#cf222e;font-weight:bold}}</style></head>
 <body><h1>gpu-inference-exporter {html.escape(__version__)}</h1>
 <p><a href="/metrics">/metrics</a> ({series} series) &middot; <a href="/healthz">/healthz</a>
-&middot; <a href="/readyz">/readyz</a> ({'ready' if ready else 'not ready'})</p>
+&middot; <a href="/readyz">/readyz</a> ({"ready" if ready else "not ready"})</p>
 <ul>{problem_items}</ul>
 <h2>Sources</h2>
 <table><tr><th>source</th><th>state</th><th>last answer</th><th>last error</th></tr>
-{''.join(rows)}</table>
+{"".join(rows)}</table>
 <p>Collection interval {sampler.interval:g}s, timeout {sampler.timeout:g}s.</p>
 </body></html>
 """

@@ -1,0 +1,110 @@
+"""Shared test helpers: a free port, and the exporter run as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Exposition text → {(sample name, sorted labels): value}, through prometheus_client's parser."""
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def series(metrics: dict, name: str, **labels: str) -> dict[tuple, float]:
+    """The parsed series of `name` whose labels include `labels`."""
+    return {
+        k: v
+        for k, v in metrics.items()
+        if k[0] == name and all(dict(k[1]).get(lk) == lv for lk, lv in labels.items())
+    }
+
+
+@dataclass
+class RunningExporter:
+    url: str
+    process: subprocess.Popen
+
+    def get(self, path: str = "/metrics", timeout: float = 5.0) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    def metrics(self) -> dict:
+        status, body = self.get("/metrics")
+        assert status == 200, body
+        return parse_metrics(body)
+
+
+@contextmanager
+def run_exporter(*args: str, env: dict[str, str] | None = None) -> Iterator[RunningExporter]:
+    """Start `gpu-inference-exporter serve ARGS` on a free 127.0.0.1 port; stop it afterwards."""
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "exporter",
+        "serve",
+        f"--web.listen-address=127.0.0.1:{port}",
+        *args,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    running = RunningExporter(f"http://127.0.0.1:{port}", proc)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"exporter exited {proc.returncode}: {proc.stdout.read()}")
+            try:
+                if running.get("/metrics", timeout=1)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("exporter did not serve /metrics within 30 s")
+            time.sleep(0.1)
+        yield running
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def exporter_factory():
+    return run_exporter

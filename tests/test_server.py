@@ -1,0 +1,174 @@
+"""The HTTP endpoints, served from the snapshot while the sampler runs in the background."""
+
+import asyncio
+import contextlib
+import gzip
+import time
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from exporter.exposition import CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT
+from exporter.sampler import Sampler
+from exporter.server import accepts_gzip, build_app
+from tests.conftest import parse_metrics
+from tests.fakes import CountingSource, HangingSource
+
+OPENMETRICS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+
+@contextlib.asynccontextmanager
+async def serving(sampler, ready_checks=(), run_sampler=True):
+    client = TestClient(TestServer(build_app(sampler, ready_checks)))
+    await client.start_server()
+    task = asyncio.create_task(sampler.run()) if run_sampler else None
+    try:
+        yield client
+    finally:
+        if task:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await client.close()
+
+
+async def wait_for(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def test_metrics_negotiates_format_and_gzip():
+    async def scenario():
+        sampler = Sampler([CountingSource()], interval=0.05)
+        async with serving(sampler) as client:
+            await wait_for(lambda: sampler.snapshot is not None)
+            plain = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
+            om = await client.get(
+                "/metrics", headers={"Accept": OPENMETRICS_ACCEPT, "Accept-Encoding": "identity"}
+            )
+            # auto_decompress off: check the bytes on the wire really are gzip
+            raw = await client.session.get(
+                client.make_url("/metrics"),
+                headers={"Accept-Encoding": "gzip, deflate"},
+                auto_decompress=False,
+            )
+            return (
+                plain.status,
+                plain.headers["Content-Type"],
+                await plain.text(),
+                om.headers["Content-Type"],
+                await om.text(),
+                raw.headers.get("Content-Encoding"),
+                await raw.read(),
+            )
+
+    status, plain_type, plain, om_type, om, encoding, raw = asyncio.run(scenario())
+    assert status == 200
+    assert plain_type == CONTENT_TYPE_TEXT
+    assert "gpu_temperature_celsius" in plain and "# EOF" not in plain
+    assert om_type == CONTENT_TYPE_OPENMETRICS
+    assert om.endswith("# EOF\n")
+    assert encoding == "gzip"
+    assert b"gpu_temperature_celsius" in gzip.decompress(raw)
+
+
+def test_metrics_is_503_before_the_first_snapshot_and_readyz_says_why():
+    async def scenario():
+        sampler = Sampler([CountingSource()], interval=1)
+        async with serving(sampler, run_sampler=False) as client:
+            metrics = await client.get("/metrics")
+            ready = await client.get("/readyz")
+            health = await client.get("/healthz")
+            return metrics.status, ready.status, await ready.json(), health.status
+
+    metrics, ready, body, health = asyncio.run(scenario())
+    assert (metrics, ready, health) == (503, 503, 200)
+    assert body == {"ready": False, "problems": ["no snapshot collected yet"]}
+
+
+def test_a_source_that_hangs_forever_does_not_hold_up_scrapes_and_fails_readyz():
+    """The acceptance test of the foundation issue: a wedged source costs only its own series."""
+    interval = 0.1
+    hung = HangingSource(answers=2)
+    good = CountingSource()
+    sampler = Sampler([good, hung], interval=interval, timeout=interval)
+
+    async def scenario():
+        async with serving(sampler) as client:
+            await wait_for(lambda: sampler.cycles >= 2)
+            ready_before = (await client.get("/readyz")).status
+            await wait_for(hung.hung.is_set)
+            hung_at = time.monotonic()
+            scrapes = []
+            # Scrape repeatedly while the source is hung: each must answer, with fresh values
+            # from the good source, however long the hang lasts.
+            while time.monotonic() - hung_at < 4 * interval:
+                resp = await client.get("/metrics", timeout=2)
+                scrapes.append((resp.status, parse_metrics(await resp.text())))
+                await asyncio.sleep(interval / 2)
+            await wait_for(lambda: time.monotonic() - hung_at > (3 + 1) * interval)
+            ready_after = await client.get("/readyz")
+            landing = await (await client.get("/")).text()
+            return ready_before, scrapes, ready_after.status, await ready_after.json(), landing
+
+    try:
+        ready_before, scrapes, ready_after, body, landing = asyncio.run(scenario())
+    finally:
+        hung.release.set()
+    assert ready_before == 200
+    assert all(status == 200 for status, _ in scrapes)
+    last = scrapes[-1][1]
+    assert last[("exporter_source_up", (("source", "hung"),))] == 0
+    assert last[("exporter_source_up", (("source", "good"),))] == 1
+    assert last[("exporter_collect_errors_total", (("reason", "timeout"), ("source", "hung")))] >= 2
+    good_values = [
+        m[("gpu_temperature_celsius", (("gpu", "0"), ("sensor", "gpu"), ("uuid", "GPU-0")))]
+        for _, m in scrapes
+    ]
+    assert good_values[-1] > good_values[0]  # the good source kept publishing fresh values
+    assert not any(k[0] == "gpu_temperature_celsius" and ("gpu", "1") in k[1] for k in last)
+    assert ready_after == 503
+    assert any("hung is stale" in p for p in body["problems"])
+    assert "DOWN" in landing and "hung" in landing
+    assert hung.calls == 3  # two answers and one call that never returned
+
+
+def test_extra_ready_checks_are_combined_with_the_samplers():
+    async def scenario():
+        sampler = Sampler([CountingSource()], interval=0.05)
+        checks = [lambda: (False, ["harness still warming up"])]
+        async with serving(sampler, ready_checks=checks) as client:
+            await wait_for(lambda: sampler.snapshot is not None)
+            resp = await client.get("/readyz")
+            return resp.status, await resp.json()
+
+    status, body = asyncio.run(scenario())
+    assert status == 503
+    assert body["problems"] == ["harness still warming up"]
+
+
+def test_landing_page_links_the_endpoints_and_lists_sources():
+    async def scenario():
+        sampler = Sampler([CountingSource("simulated")], interval=0.05)
+        async with serving(sampler) as client:
+            await wait_for(lambda: sampler.snapshot is not None)
+            resp = await client.get("/")
+            return resp.headers["Content-Type"], await resp.text()
+
+    ctype, page = asyncio.run(scenario())
+    assert ctype.startswith("text/html")
+    for link in ('href="/metrics"', 'href="/healthz"', 'href="/readyz"'):
+        assert link in page
+    assert "simulated" in page and ">up<" in page
+
+
+def test_accepts_gzip():
+    assert accepts_gzip("gzip")
+    assert accepts_gzip("deflate, gzip;q=1.0, *;q=0.5")
+    assert not accepts_gzip("gzip;q=0")
+    assert not accepts_gzip("identity")
+    assert not accepts_gzip("")
