@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections.abc import Callable
@@ -37,10 +38,8 @@ def nvml_gpu_count() -> int:
         log.debug("NVML device count failed: %s", exc)
         return 0
     finally:
-        try:
+        with contextlib.suppress(pynvml.NVMLError):
             pynvml.nvmlShutdown()
-        except pynvml.NVMLError:
-            pass
 
 
 def dcgm_hostengine_answers(address: str, timeout: float = 0.5) -> bool:

@@ -139,7 +139,8 @@ GPU_INFO = _gauge(
 )
 GPU_UP = _gauge(
     "gpu_up",
-    "1 when the GPU answered this collection, 0 when it is lost or failing (its other series are then absent)",
+    "1 when the GPU answered this collection, 0 when it is lost or failing "
+    "(its other series are then absent)",
 )
 
 GPU_BACKEND_UP = _gauge(

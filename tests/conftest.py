@@ -26,7 +26,7 @@ def free_port() -> int:
 
 
 def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Exposition text → {(sample name, sorted labels): value}, through prometheus_client's parser."""
+    """Exposition text → {(sample name, sorted labels): value}, via prometheus_client's parser."""
     out = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
