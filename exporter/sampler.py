@@ -10,6 +10,7 @@ reach a source.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import platform
 import threading
@@ -254,10 +255,9 @@ def _call_in_daemon_thread(
             result, error = list(fn()), None
         except BaseException as exc:
             result, error = None, exc
-        try:
+        # RuntimeError: the loop closed while this call hung, so nobody is waiting.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(settle, result, error)
-        except RuntimeError:  # the loop closed while this call hung: nobody is waiting
-            pass
 
     # A late failure of a call already given up on must not warn "exception never retrieved".
     future.add_done_callback(lambda f: f.cancelled() or f.exception())
