@@ -30,6 +30,16 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default unless it is empty or the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, [], argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action) or text
+
+
 class CliError(Exception):
     """A usage problem found after parsing: printed as one line, exit status 2."""
 
@@ -102,7 +112,7 @@ def env_name(flag: str) -> str:
 def _scenario_help() -> str:
     from exporter.sources.simulated import SCENARIOS
 
-    return "; ".join(f"{name}: {text}" for name, text in SCENARIOS.items())
+    return "; ".join(f"{name}: {text}" for name, text in SCENARIOS.items()).replace("%", "%%")
 
 
 def _model_choices() -> list[str]:
@@ -136,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
             "latest snapshot on /metrics; /healthz says the process lives, /readyz that the "
             "data is fresh."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
         epilog=(
             "Each flag also reads GIE_<FLAG> from the environment (see the flag list). "
             "Kubernetes: NODE_NAME, POD_NAMESPACE and POD_NAME (Downward API) become the "

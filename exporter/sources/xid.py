@@ -67,6 +67,7 @@ class XidCounters:
         self._lock = threading.Lock()
         self._uuids: dict[int, str] = {}
         self._counts: dict[int, dict[int, int]] = {}
+        self._series: dict[tuple[int, int], Sample] = {}  # catalog-built, value 0
 
     def add_gpu(self, index: int, uuid: str) -> None:
         """Register a GPU and pre-seed every watched code at 0 (idempotent; keeps counts)."""
@@ -98,9 +99,10 @@ class XidCounters:
             indices = sorted(self._counts) if index is None else [index]
             out: list[Sample] = []
             for i in indices:
-                uuid = self._uuids[i]
                 for code, value in sorted(self._counts[i].items()):
-                    out.append(
-                        catalog.GPU_XID_ERRORS.sample(value, gpu=str(i), uuid=uuid, xid=str(code))
-                    )
+                    series = self._series.get((i, code))
+                    if series is None:
+                        labels = {"gpu": str(i), "uuid": self._uuids[i], "xid": str(code)}
+                        series = self._series[i, code] = catalog.GPU_XID_ERRORS.sample(0, **labels)
+                    out.append(Sample(series.name, series.labels, float(value)))
             return out

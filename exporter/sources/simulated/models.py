@@ -55,7 +55,7 @@ H100_SXM_80GB = GpuModel(
     nvlink_full_load_bytes_per_second=45e9,
     inlet_celsius=27.0,
     thermal_resistance=0.066,
-    thermal_time_constant_seconds=15.0,
+    thermal_time_constant_seconds=12.0,
     sw_thermal_slowdown_celsius=87.0,
     hw_thermal_slowdown_celsius=89.0,
 )
@@ -77,7 +77,7 @@ H200_SXM_141GB = GpuModel(
     nvlink_full_load_bytes_per_second=45e9,
     inlet_celsius=27.0,
     thermal_resistance=0.066,
-    thermal_time_constant_seconds=15.0,
+    thermal_time_constant_seconds=12.0,
     sw_thermal_slowdown_celsius=87.0,
     hw_thermal_slowdown_celsius=89.0,
 )
@@ -99,7 +99,7 @@ A100_SXM_80GB = GpuModel(
     nvlink_full_load_bytes_per_second=30e9,
     inlet_celsius=27.0,
     thermal_resistance=0.097,
-    thermal_time_constant_seconds=15.0,
+    thermal_time_constant_seconds=12.0,
     sw_thermal_slowdown_celsius=87.0,
     hw_thermal_slowdown_celsius=89.0,
 )
@@ -121,7 +121,7 @@ L40S_48GB = GpuModel(
     nvlink_full_load_bytes_per_second=0.0,
     inlet_celsius=27.0,
     thermal_resistance=0.123,
-    thermal_time_constant_seconds=15.0,
+    thermal_time_constant_seconds=12.0,
     sw_thermal_slowdown_celsius=87.0,
     hw_thermal_slowdown_celsius=89.0,
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-from exporter.sources.simulated.models import GpuModel, gpu_model
+from exporter.sources.simulated.models import DEFAULT_MODEL, GpuModel, gpu_model
 
 #: Scenario name -> one-line description (shown in --help).
 SCENARIOS: dict[str, str] = {
@@ -108,9 +108,10 @@ class Scenario:
         """True while ``start <= t < end`` (t in seconds since the source started)."""
         return self.start <= t < self.end
 
-    def check_fleet(self, gpus: int, model: GpuModel) -> None:
-        """Raise ValueError when the scenario names a GPU, link or limit the fleet lacks."""
-        if self.gpu >= gpus:
+    def check_fleet(self, gpus: int | None, model: GpuModel) -> None:
+        """Raise ValueError when the scenario names a GPU, link or limit the fleet lacks
+        (`gpus` None: the GPU index is not checked)."""
+        if gpus is not None and self.gpu >= gpus:
             raise ValueError(
                 f"gpu={self.gpu} is out of range for a fleet of {gpus} GPU(s) (0-{gpus - 1})"
             )
@@ -175,14 +176,8 @@ def parse_scenario(text: str, gpus: int | None = None, model: str | None = None)
                 raise ValueError(f"key {key!r} given twice")
             values[key] = _number(key, raw)
         scenario = Scenario(name, **values)  # type: ignore[arg-type]
-        if gpus is not None:
-            scenario.check_fleet(gpus, gpu_model(model) if model else _default_model())
+        if gpus is not None or model is not None:
+            scenario.check_fleet(gpus, gpu_model(model or DEFAULT_MODEL))
     except ValueError as exc:
         raise ValueError(f"invalid scenario {text!r}: {exc}") from None
     return scenario
-
-
-def _default_model() -> GpuModel:
-    from exporter.sources.simulated.models import DEFAULT_MODEL
-
-    return gpu_model(DEFAULT_MODEL)
