@@ -313,7 +313,7 @@ EXPORTER_COLLECT_DURATION = _gauge(
 )
 EXPORTER_COLLECT_ERRORS = _counter(
     "exporter_collect_errors_total",
-    "Failed collections per source (reason is error or timeout)",
+    "Failed collections per source (reason is error, timeout, invalid or unavailable)",
     ("source", "reason"),
 )
 EXPORTER_LAST_COLLECT_TIMESTAMP = _gauge(

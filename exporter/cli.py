@@ -338,11 +338,14 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         )
     if args.scenarios and backend != "simulated":
         raise CliError("--simulate.scenario needs --backend simulated")
-    runtime = build_runtime(
-        backend=backend,
-        args=args,
-        const_labels=constant_labels(args.labels, environ),
-    )
+    try:
+        runtime = build_runtime(
+            backend=backend,
+            args=args,
+            const_labels=constant_labels(args.labels, environ),
+        )
+    except ValueError as exc:  # e.g. a scenario for GPU 9 in an 8-GPU fleet
+        raise CliError(str(exc)) from None
     try:
         return asyncio.run(
             run_until_signalled(runtime, args.listen_address, (signal.SIGINT, signal.SIGTERM))
