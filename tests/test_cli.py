@@ -78,8 +78,10 @@ def test_serve_help_explains_every_flag_and_its_environment_variable():
         ),
         (["serve", "--backend", "nvml"], "not available in this version yet"),
         (["serve", "--backend=simulated", "--simulate.scenario=gpu_lost:gpu=9"], "gpu"),
-        (["serve", "--backend=simulated", "--simulate.gpus=2", "--simulate.scenario=idle:gpu=2"],
-         "gpu"),
+        (
+            ["serve", "--backend=simulated", "--simulate.gpus=2", "--simulate.scenario=idle:gpu=2"],
+            "gpu",
+        ),
         (["serve", "--no-such-flag"], "unrecognized arguments"),
     ],
 )

@@ -9,18 +9,22 @@ from exporter.sources.simulated.scenarios import COMMON_KEYS, REQUIRED_KEYS, SCE
 
 
 def test_every_scenario_has_a_one_line_description_and_its_keys():
-    assert set(SCENARIOS) == set(SCENARIO_KEYS) == {
-        "thermal_throttle",
-        "power_cap",
-        "memory_leak",
-        "fragmentation",
-        "gpu_lost",
-        "xid",
-        "nvlink_down",
-        "ecc_uncorrectable",
-        "row_remap_pending",
-        "idle",
-    }
+    assert (
+        set(SCENARIOS)
+        == set(SCENARIO_KEYS)
+        == {
+            "thermal_throttle",
+            "power_cap",
+            "memory_leak",
+            "fragmentation",
+            "gpu_lost",
+            "xid",
+            "nvlink_down",
+            "ecc_uncorrectable",
+            "row_remap_pending",
+            "idle",
+        }
+    )
     for name, text in SCENARIOS.items():
         assert text and "\n" not in text and len(text) < 120, name
     assert set(REQUIRED_KEYS) <= set(SCENARIOS)
@@ -102,7 +106,9 @@ def test_constructing_a_scenario_directly_is_checked_too():
 
 def test_fleet_checks_when_the_fleet_is_given():
     assert parse_scenario("idle:gpu=7", gpus=8).gpu == 7
-    with pytest.raises(ValueError, match=r"gpu=8 is out of range for a fleet of 8 GPU\(s\) \(0-7\)"):
+    with pytest.raises(
+        ValueError, match=r"gpu=8 is out of range for a fleet of 8 GPU\(s\) \(0-7\)"
+    ):
         parse_scenario("idle:gpu=8", gpus=8)
     with pytest.raises(ValueError, match=r"link=18 is out of range: H100 SXM 80GB has 18 NVLink"):
         parse_scenario("nvlink_down:link=18", gpus=8)
@@ -111,9 +117,11 @@ def test_fleet_checks_when_the_fleet_is_given():
         parse_scenario("nvlink_down:link=12", gpus=8, model="A100 SXM 80GB")
     with pytest.raises(ValueError, match="L40S 48GB has no NVLink links"):
         parse_scenario("nvlink_down:link=0", gpus=1, model="L40S 48GB")
-    with pytest.raises(ValueError, match=r"limit=800 W is out of range for H100 SXM 80GB \(200-700"):
+    with pytest.raises(
+        ValueError, match=r"limit=800 W is out of range for H100 SXM 80GB \(200-700"
+    ):
         parse_scenario("power_cap:limit=800", gpus=8)
-    with pytest.raises(ValueError, match="unknown GPU model 'B300'.*H100 SXM 80GB"):
+    with pytest.raises(ValueError, match=r"unknown GPU model 'B300'.*H100 SXM 80GB"):
         parse_scenario("idle", gpus=8, model="B300")
 
 
@@ -123,8 +131,16 @@ def test_the_gpu_index_is_only_checked_against_a_known_fleet():
 
 def test_every_key_a_scenario_lists_is_accepted():
     for name, keys in SCENARIO_KEYS.items():
-        values = {"gpu": "1", "start": "2", "duration": "3", "code": "13", "every": "4",
-                  "link": "5", "ramp": "6", "limit": "300"}  # fmt: skip
+        values = {
+            "gpu": "1",
+            "start": "2",
+            "duration": "3",
+            "code": "13",
+            "every": "4",
+            "link": "5",
+            "ramp": "6",
+            "limit": "300",
+        }
         text = name + ":" + ",".join(f"{k}={values[k]}" for k in COMMON_KEYS + keys)
         s = parse_scenario(text, gpus=8, model=next(iter(GPU_MODELS)))
         assert (s.gpu, s.start, s.duration) == (1, 2.0, 3.0)

@@ -18,6 +18,7 @@ import threading
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from exporter import catalog
 from exporter.samples import Sample
@@ -75,24 +76,19 @@ def _mhz(hz: float) -> float:
     return round(hz / MHZ) * MHZ
 
 
+@dataclass(slots=True)
 class _Step:
-    """The physics of one grid step: rates and levels held for [t_k, t_k + STEP)."""
+    """The physics of one grid step: levels and rates held for [t_k, t_k + STEP_SECONDS)."""
 
-    __slots__ = (
-        "clocks",
-        "copy_util",
-        "limit",
-        "power",
-        "reasons",
-        "rx_rate",
-        "target",
-        "tx_rate",
-        "util",
-    )
-
-    def __init__(self, **values: object) -> None:
-        for key, value in values.items():
-            setattr(self, key, value)
+    util: float
+    copy_util: float
+    limit: float
+    power: float
+    clocks: tuple[float, float, float, float]  # in _CLOCKS order
+    reasons: tuple[bool, ...]  # in _REASONS order
+    tx_rate: float
+    rx_rate: float
+    target: float  # the temperature the GPU tends to
 
 
 class _Gpu:
@@ -159,7 +155,7 @@ class _Gpu:
         power = m.idle_watts + dynamic * share
         capped = power > limit
         if capped:
-            share = min(share, (limit - m.idle_watts) / dynamic)
+            share = max(0.0, min(share, (limit - m.idle_watts) / dynamic))
             power = limit * (1.0 - 0.004 * r2)
         else:
             power = min(limit, power * (1.0 + 0.02 * (r2 - 0.5)))
@@ -189,7 +185,7 @@ class _Gpu:
             copy_util=min(1.0, util * self.copy_share * (0.95 + 0.1 * r3)),
             limit=float(limit),
             power=power,
-            clocks=(  # in _CLOCKS order
+            clocks=(
                 min(sm, _mhz(m.max_graphics_hertz)),
                 sm,
                 _mhz(m.max_memory_hertz),
@@ -231,16 +227,23 @@ class _Gpu:
         reserved = used - CONTEXT_BYTES
         allocated = reserved * (0.64 + 0.03 * self._wave(self.alloc_wave, t))
         split = reserved * (0.05 + 0.025 * self._wave(self.split_wave, t))
+        full = False  # a leak or fragmentation has taken all the memory left
         for s in self._active("memory_leak", t):  # live tensors never freed
-            extra = (reserved_max - reserved) * _ramp(s, t)
+            progress = _ramp(s, t)
+            extra = (reserved_max - reserved) * progress
             reserved += extra
             allocated += extra
+            full = full or progress >= 1.0
         for s in self._active("fragmentation", t):  # cached free blocks split and stranded
             progress = _ramp(s, t)
             cached_free = (reserved - allocated - split) * (1.0 - progress)
             reserved += (reserved_max - reserved) * progress
             split = reserved - allocated - cached_free
-        reserved_b = min(reserved_max, int(reserved) // ALLOC_GRANULE * ALLOC_GRANULE)
+            full = full or progress >= 1.0
+        if full:
+            reserved_b = reserved_max
+        else:
+            reserved_b = min(reserved_max, int(reserved) // ALLOC_GRANULE * ALLOC_GRANULE)
         allocated_b = min(reserved_b, int(allocated))
         split_b = min(reserved_b - allocated_b, int(split))
         used_b = reserved_b + CONTEXT_BYTES

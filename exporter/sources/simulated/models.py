@@ -1,8 +1,9 @@
 """Specifications of the GPU models the simulated fleet can play.
 
-Memory totals are what NVML reports (MiB) for each board; TDP, clocks and NVLink counts are the
-published figures. Driver-reserved memory, idle power, idle clocks and the thermal constants are
-typical observed values, not datasheet figures.
+Memory totals are what NVML reports for each board (in MiB); TDP, the maximum graphics, SM and
+memory clocks and the NVLink link counts follow the published specifications. Video clocks,
+driver-reserved memory, idle power and clocks, NVLink traffic and the thermal constants are
+typical values chosen for plausibility, not datasheet figures.
 """
 
 from __future__ import annotations

@@ -131,10 +131,10 @@ class Scenario:
             )
 
     def __str__(self) -> str:
-        parts = []
-        for f in fields(self)[1:]:
+        parts = [f"gpu={self.gpu}"]
+        for f in fields(self)[2:]:
             value = getattr(self, f.name)
-            if value is not None:
+            if value is not None and not (f.name == "start" and value == 0):
                 parts.append(f"{f.name}={value:g}")
         return f"{self.name}:{','.join(parts)}"
 
