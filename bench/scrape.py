@@ -83,9 +83,10 @@ def serve_floor(port: int, gpus: int, ready) -> None:
 
     from aiohttp import web
 
-    from exporter.exposition import CONTENT_TYPE_TEXT, render
+    from exporter.exposition import CONTENT_TYPE_TEXT, Format, make_snapshot
 
-    body = render(_fleet(gpus).collect(), collected_at=0, collected_monotonic=0).text.body
+    snapshot = make_snapshot(_fleet(gpus).collect(), collected_at=0, collected_monotonic=0)
+    body = snapshot.body(Format.TEXT)
     gz = gzip.compress(body, 6)
 
     async def metrics(request: web.Request) -> web.Response:
@@ -103,20 +104,22 @@ def serve_floor(port: int, gpus: int, ready) -> None:
 
 def serve_on_scrape(port: int, gpus: int, slow: float, ready) -> None:
     """Collect and render inside the request handler, as exporters that read on scrape do."""
-    import gzip
 
     from aiohttp import web
 
-    from exporter.exposition import render
+    from exporter.exposition import CONTENT_TYPES, Format, make_snapshot
 
     source = SlowSource(_fleet(gpus), slow)
 
     async def metrics(request: web.Request) -> web.Response:
         samples = await asyncio.to_thread(source.collect)
-        snap = render(samples, collected_at=time.time(), collected_monotonic=time.monotonic())
+        snap = make_snapshot(samples, collected_at=time.time(), collected_monotonic=0)
         return web.Response(
-            body=gzip.compress(snap.openmetrics.body, 6),
-            headers={"Content-Type": snap.openmetrics.content_type, "Content-Encoding": "gzip"},
+            body=snap.body(Format.OPENMETRICS, gzipped=True),
+            headers={
+                "Content-Type": CONTENT_TYPES[Format.OPENMETRICS],
+                "Content-Encoding": "gzip",
+            },
         )
 
     app = web.Application()
@@ -199,7 +202,7 @@ def main() -> int:
             proc.terminate()
             proc.join(5)
 
-    collect_ms, render_ms = _cycle_cost(args.gpus)
+    cost = _cycle_cost(args.gpus)
     floor_p50 = statistics.median(lat["floor, text"])
     print(f"GET /metrics, simulated fleet of {args.gpus} GPUs, one client on 127.0.0.1")
     header = ("n", "bytes", "p50 ms", "p99 ms", "mean ms", "p50/floor")
@@ -213,26 +216,33 @@ def main() -> int:
             f"{statistics.fmean(values) * 1e3:9.3f} {p50 / floor_p50:9.2f}"
         )
     print(
-        f"one sampler cycle's work, in process: simulated collect {collect_ms:.3f} ms, "
-        f"render (text + OpenMetrics + gzip) {render_ms:.3f} ms (best of 50)"
+        "\none cycle's work in process, best of 20 (ms): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in cost.items())
     )
     return 0
 
 
-def _cycle_cost(gpus: int) -> tuple[float, float]:
-    """Best-of-50 milliseconds of one simulated collect and one render of its samples."""
-    from exporter.exposition import render
+def _cycle_cost(gpus: int) -> dict[str, float]:
+    """Best-of-20 milliseconds of one simulated collect and of rendering each variant."""
+    from exporter.exposition import Format, make_snapshot
 
     source = _fleet(gpus)
-    collect = render_t = float("inf")
-    for _ in range(50):
+    steps = {"collect": 0.0, "text": 0.0, "text+gzip": 0.0, "openmetrics": 0.0, "om+gzip": 0.0}
+    best = dict.fromkeys(steps, float("inf"))
+    for _ in range(20):
         start = time.perf_counter()
         samples = source.collect()
-        mid = time.perf_counter()
-        render(samples, collected_at=0, collected_monotonic=0)
-        end = time.perf_counter()
-        collect, render_t = min(collect, mid - start), min(render_t, end - mid)
-    return collect * 1e3, render_t * 1e3
+        steps["collect"] = time.perf_counter() - start
+        for fmt, name in ((Format.TEXT, "text"), (Format.OPENMETRICS, "openmetrics")):
+            snap = make_snapshot(samples, collected_at=0, collected_monotonic=0)
+            start = time.perf_counter()
+            snap.body(fmt)
+            steps[name] = time.perf_counter() - start
+            start = time.perf_counter()
+            snap.body(fmt, gzipped=True)  # compressing the memoized plain body
+            steps["text+gzip" if fmt is Format.TEXT else "om+gzip"] = time.perf_counter() - start
+        best = {k: min(best[k], v) for k, v in steps.items()}
+    return {k: v * 1e3 for k, v in best.items()}
 
 
 if __name__ == "__main__":

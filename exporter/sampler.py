@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from exporter import __version__, catalog
 from exporter.catalog import FAMILIES, Kind
-from exporter.exposition import Snapshot, SourceState, render
+from exporter.exposition import Snapshot, SourceState, Variant, make_snapshot
 from exporter.samples import AnySample, HistogramSample, Labels
 from exporter.sources import Source, SourceUnavailable
 
@@ -31,6 +31,9 @@ ERROR_REASONS = ("error", "timeout", "invalid", "unavailable")
 
 #: A source whose last success is older than this many intervals makes /readyz fail.
 STALE_AFTER_INTERVALS = 3
+
+#: A variant (format, gzip) nobody has asked for in this long is no longer pre-rendered.
+WANTED_FOR_SECONDS = 600.0
 
 
 class InvalidSamples(Exception):
@@ -87,6 +90,7 @@ class Sampler:
         self._slots = [_SourceSlot(s) for s in sources]
         self.snapshot: Snapshot | None = None
         self.cycles = 0
+        self._wanted: dict[Variant, float] = {}  # variant -> when a scrape last asked for it
 
     @property
     def source_names(self) -> list[str]:
@@ -120,16 +124,26 @@ class Sampler:
             for slot in self._slots
         }
         snapshot = await asyncio.to_thread(
-            render,
+            make_snapshot,
             samples,
             const_labels=self.const_labels,
             sources=states,
             collected_at=started_wall,
             collected_monotonic=started,
+            prerender=self.wanted_variants(),
         )
         self.snapshot = snapshot
         self.cycles += 1
         return snapshot
+
+    def note_request(self, variant: Variant) -> None:
+        """A scrape asked for `variant`: pre-render it in the coming cycles."""
+        self._wanted[variant] = self._clock()
+
+    def wanted_variants(self) -> list[Variant]:
+        """The variants scrapers asked for recently (rendered before each publish)."""
+        cutoff = self._clock() - WANTED_FOR_SECONDS
+        return [v for v, at in self._wanted.items() if at >= cutoff]
 
     async def _collect(self, slot: _SourceSlot) -> None:
         started = self._clock()

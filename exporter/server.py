@@ -6,6 +6,7 @@ rendered by the sampler, whatever the GPU count or the driver's latency.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import time
@@ -14,6 +15,7 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 
 from exporter import __version__
+from exporter.exposition import CONTENT_TYPES, format_for_accept
 from exporter.sampler import Sampler
 
 ReadyCheck = Callable[[], tuple[bool, list[str]]]
@@ -44,15 +46,21 @@ def accepts_gzip(header: str) -> bool:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    snapshot = request.app[SAMPLER_KEY].snapshot
+    sampler = request.app[SAMPLER_KEY]
+    snapshot = sampler.snapshot
     if snapshot is None:
         return web.Response(status=503, text="no snapshot collected yet; retry in a second\n")
-    rendered = snapshot.for_accept(request.headers.get("Accept", ""))
-    headers = {"Content-Type": rendered.content_type, "Vary": "Accept, Accept-Encoding"}
-    if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+    fmt = format_for_accept(request.headers.get("Accept", ""))
+    gzipped = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    sampler.note_request((fmt, gzipped))
+    if snapshot.has((fmt, gzipped)):
+        body = snapshot.body(fmt, gzipped)
+    else:  # first request for this variant: render it once, off the event loop
+        body = await asyncio.to_thread(snapshot.body, fmt, gzipped)
+    headers = {"Content-Type": CONTENT_TYPES[fmt], "Vary": "Accept, Accept-Encoding"}
+    if gzipped:
         headers["Content-Encoding"] = "gzip"
-        return web.Response(body=rendered.gzipped, headers=headers)
-    return web.Response(body=rendered.body, headers=headers)
+    return web.Response(body=body, headers=headers)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -7,9 +7,9 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 
 from exporter import catalog
 from exporter.exposition import (
-    CONTENT_TYPE_OPENMETRICS,
-    CONTENT_TYPE_TEXT,
-    render,
+    Format,
+    format_for_accept,
+    make_snapshot,
     wants_openmetrics,
 )
 from exporter.samples import HistogramSample
@@ -33,12 +33,12 @@ SAMPLES = [
 
 
 def _render(samples=SAMPLES, **kw):
-    return render(samples, collected_at=1700000000.0, collected_monotonic=1.0, **kw)
+    return make_snapshot(samples, collected_at=1700000000.0, collected_monotonic=1.0, **kw)
 
 
 def test_text_format_parses_back_with_every_value_and_escaped_label():
     snap = _render()
-    parsed = parse_metrics(snap.text.body.decode())
+    parsed = parse_metrics(snap.body(Format.TEXT).decode())
     labels = (("gpu", "0"), ("uuid", "GPU-a"))
     assert parsed[("gpu_energy_joules_total", labels)] == 12345.5
     assert (
@@ -48,12 +48,11 @@ def test_text_format_parses_back_with_every_value_and_escaped_label():
     info = [k for k in parsed if k[0] == "gpu_info"]
     assert dict(info[0][1])["name"] == 'H100 "SXM"\nx'
     assert snap.series == 4
-    assert b"# TYPE gpu_energy_joules_total counter" in snap.text.body
-    assert snap.text.content_type == CONTENT_TYPE_TEXT
+    assert b"# TYPE gpu_energy_joules_total counter" in snap.body(Format.TEXT)
 
 
 def test_openmetrics_has_units_and_eof_and_parses():
-    body = _render().openmetrics.body.decode()
+    body = _render().body(Format.OPENMETRICS).decode()
     assert body.endswith("# EOF\n")
     assert "# UNIT gpu_temperature_celsius celsius" in body
     names = {f.name for f in parse_om(body)}
@@ -61,14 +60,14 @@ def test_openmetrics_has_units_and_eof_and_parses():
 
 
 def test_families_come_out_in_catalog_order_whatever_the_sample_order():
-    body = _render(list(reversed(SAMPLES))).text.body.decode()
+    body = _render(list(reversed(SAMPLES))).body(Format.TEXT).decode()
     order = [line.split()[2] for line in body.splitlines() if line.startswith("# TYPE")]
     assert order == ["gpu_info", "gpu_up", "gpu_temperature_celsius", "gpu_energy_joules_total"]
 
 
 def test_constant_labels_are_on_every_series():
     snap = _render(const_labels=(("node", "n1"), ("pod", "p")))
-    parsed = parse_metrics(snap.text.body.decode())
+    parsed = parse_metrics(snap.body(Format.TEXT).decode())
     assert len(parsed) == 4
     for _, labels in parsed:
         assert {("node", "n1"), ("pod", "p")} <= set(labels)
@@ -76,26 +75,36 @@ def test_constant_labels_are_on_every_series():
 
 def test_gzip_bodies_decompress_to_the_plain_bodies():
     snap = _render()
-    assert gzip.decompress(snap.text.gzipped) == snap.text.body
-    assert gzip.decompress(snap.openmetrics.gzipped) == snap.openmetrics.body
+    for fmt in Format:
+        assert gzip.decompress(snap.body(fmt, gzipped=True)) == snap.body(fmt)
 
 
-def test_histogram_samples_render_buckets_sum_and_count():
+def test_histogram_samples_render_buckets_sum_and_count(monkeypatch):
     fam = catalog.MetricFamily(
         "inference_test_seconds", catalog.Kind.HISTOGRAM, "Test", (), "seconds", (0.1, 1.0)
     )
-    catalog.FAMILIES[fam.name] = fam
-    try:
-        snap = _render(
-            [HistogramSample(fam.name, (), ((0.1, 2), (1.0, 5), (float("inf"), 6)), 4.5)]
-        )
-    finally:
-        del catalog.FAMILIES[fam.name]
-    parsed = parse_metrics(snap.text.body.decode())
+    monkeypatch.setitem(catalog.FAMILIES, fam.name, fam)
+    snap = _render([HistogramSample(fam.name, (), ((0.1, 2), (1.0, 5), (float("inf"), 6)), 4.5)])
+    parsed = parse_metrics(snap.body(Format.TEXT).decode())
     assert parsed[("inference_test_seconds_bucket", (("le", "0.1"),))] == 2
     assert parsed[("inference_test_seconds_bucket", (("le", "+Inf"),))] == 6
     assert parsed[("inference_test_seconds_count", ())] == 6
     assert parsed[("inference_test_seconds_sum", ())] == 4.5
+
+
+def test_each_variant_is_rendered_once_and_only_when_asked_for(monkeypatch):
+    calls = []
+    snap = _render()
+    real = snap._render
+    monkeypatch.setattr(snap, "_render", lambda fmt: calls.append(fmt) or real(fmt))
+    assert not snap.has((Format.OPENMETRICS, True))
+    first = snap.body(Format.OPENMETRICS, gzipped=True)
+    assert snap.body(Format.OPENMETRICS, gzipped=True) is first
+    assert snap.body(Format.OPENMETRICS) == gzip.decompress(first)
+    assert calls == [Format.OPENMETRICS]
+    assert not snap.has((Format.TEXT, False))
+    snap.prerender([(Format.TEXT, False)])
+    assert snap.has((Format.TEXT, False)) and calls == [Format.OPENMETRICS, Format.TEXT]
 
 
 def test_samples_of_an_unknown_family_are_refused():
@@ -121,6 +130,4 @@ def test_samples_of_an_unknown_family_are_refused():
 )
 def test_accept_header_negotiation(accept, expected):
     assert wants_openmetrics(accept) is expected
-    snap = _render()
-    want = CONTENT_TYPE_OPENMETRICS if expected else CONTENT_TYPE_TEXT
-    assert snap.for_accept(accept).content_type == want
+    assert format_for_accept(accept) is (Format.OPENMETRICS if expected else Format.TEXT)

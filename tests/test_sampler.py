@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 
+from exporter.exposition import Format
 from exporter.sampler import ERROR_REASONS, Sampler
 from exporter.samples import Sample
 from tests.conftest import parse_metrics
@@ -22,7 +23,7 @@ def run(coro):
 
 
 def metrics_of(snapshot):
-    return parse_metrics(snapshot.text.body.decode())
+    return parse_metrics(snapshot.body(Format.TEXT).decode())
 
 
 def test_a_cycle_publishes_every_source_and_the_exporters_own_families():
@@ -124,6 +125,18 @@ def test_readiness_fails_once_a_source_is_staler_than_three_intervals():
     hung.release.set()
     assert [ok for ok, _ in results] == [True, True, True, False]
     assert "stale" in results[-1][1][0] and "hung" in results[-1][1][0]
+
+
+def test_variants_scrapers_asked_for_are_prerendered_until_nobody_asks():
+    now = [0.0]
+    sampler = Sampler([CountingSource()], interval=1, clock=lambda: now[0])
+    om_gz = (Format.OPENMETRICS, True)
+    assert not run(sampler.cycle()).has(om_gz)
+    sampler.note_request(om_gz)
+    assert run(sampler.cycle()).has(om_gz)
+    assert not sampler.snapshot.has((Format.TEXT, False))
+    now[0] = 601.0
+    assert not run(sampler.cycle()).has(om_gz)
 
 
 def test_duplicate_source_names_and_unknown_backend_are_refused():
