@@ -293,6 +293,82 @@ TORCH_CUDA_OOMS = _counter(
     "torch_cuda_ooms_total", "Out-of-memory errors raised by the PyTorch caching allocator"
 )
 
+# --- Inference harness ---------------------------------------------------------------------
+
+INFERENCE_TIME_TO_FIRST_TOKEN = MetricFamily(
+    "inference_time_to_first_token_seconds",
+    Kind.HISTOGRAM,
+    "Time from a request's arrival to its first generated token",
+    (),
+    "seconds",
+    (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+INFERENCE_TIME_PER_OUTPUT_TOKEN = MetricFamily(
+    "inference_time_per_output_token_seconds",
+    Kind.HISTOGRAM,
+    "Gap between consecutive generated tokens of a request",
+    (),
+    "seconds",
+    (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+INFERENCE_REQUEST_DURATION = MetricFamily(
+    "inference_request_duration_seconds",
+    Kind.HISTOGRAM,
+    "Time from a request's arrival to its last token (end-to-end latency)",
+    (),
+    "seconds",
+    (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300),
+)
+INFERENCE_QUEUE_DURATION = MetricFamily(
+    "inference_queue_duration_seconds",
+    Kind.HISTOGRAM,
+    "Time a request waited before its prefill started",
+    (),
+    "seconds",
+    (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+INFERENCE_REQUESTS_RUNNING = _gauge(
+    "inference_requests_running", "Requests being decoded in the current batch", ()
+)
+INFERENCE_REQUESTS_WAITING = _gauge(
+    "inference_requests_waiting", "Requests queued for admission to the batch", ()
+)
+INFERENCE_KV_CACHE_UTILIZATION = _gauge(
+    "inference_kv_cache_utilization_ratio",
+    "Used KV-cache blocks over all blocks of the pool",
+    (),
+    unit="ratio",
+)
+INFERENCE_KV_CACHE_FRAGMENTATION = _gauge(
+    "inference_kv_cache_fragmentation_ratio",
+    "Share of the used KV-cache blocks' token slots that hold no token",
+    (),
+    unit="ratio",
+)
+INFERENCE_KV_CACHE_BLOCKS = _gauge(
+    "inference_kv_cache_blocks", "KV-cache blocks by state (used or free)", ("state",)
+)
+INFERENCE_READY = _gauge(
+    "inference_ready", "1 once the model is loaded and a warm-up generation completed", ()
+)
+INFERENCE_MODEL_INFO = _gauge(
+    "inference_model_info",
+    "The harness's model, dtype and device (always 1)",
+    ("model", "dtype", "device"),
+)
+INFERENCE_REQUESTS = _counter(
+    "inference_requests_total",
+    "Finished requests by outcome (ok, rejected, shed, timeout, error or cancelled)",
+    ("outcome",),
+)
+INFERENCE_PROMPT_TOKENS = _counter("inference_prompt_tokens_total", "Prompt tokens prefilled", ())
+INFERENCE_GENERATION_TOKENS = _counter("inference_generation_tokens_total", "Tokens generated", ())
+INFERENCE_PREEMPTIONS = _counter(
+    "inference_preemptions_total",
+    "Requests preempted (blocks freed, requeued for recompute) when the KV cache ran out",
+    (),
+)
+
 # --- The exporter itself ------------------------------------------------------------------------
 
 EXPORTER_BUILD_INFO = _gauge(

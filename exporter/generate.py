@@ -33,9 +33,13 @@ def replace_block(text: str, begin: str, end: str, body: str) -> str:
 
 def artifacts() -> dict[str, Generator]:
     """Relative path → generator, for every generated artifact."""
-    return {
+    from dashboards.build import artifacts as dashboard_artifacts
+
+    generated: dict[str, Generator] = {
         "README.md": lambda text: replace_block(text, METRICS_BEGIN, METRICS_END, metrics_table()),
     }
+    generated.update(dashboard_artifacts())
+    return generated
 
 
 def default_root() -> Path:

@@ -1,0 +1,159 @@
+"""GPU detail: everything one GPU reports, for the node and GPU chosen at the top."""
+
+from __future__ import annotations
+
+from dashboards.panels import DashboardSpec, Panel, Query, Row, warning_critical
+from dashboards.queries import RATE, sel
+from dashboards.thresholds import PanelThresholds
+from exporter import catalog as c
+
+UID = "gpu-detail"
+LEGEND = "gpu {{gpu}}"
+
+
+def dashboard(t: PanelThresholds) -> DashboardSpec:
+    items: tuple[Panel | Row, ...] = (
+        Row("Load and memory"),
+        Panel(
+            "Utilization",
+            "Share of time a kernel ran (utilization) and device memory was read or written "
+            "(memory copy). 100% utilization does not mean the SMs or tensor cores are busy: "
+            "DCGM's profiling metrics say that, where DCGM runs.",
+            "percentunit",
+            (
+                Query(sel(c.GPU_UTILIZATION), "kernel " + LEGEND),
+                Query(sel(c.GPU_MEMORY_COPY_UTILIZATION), "memory copy " + LEGEND),
+            ),
+            min=0,
+            max=1,
+        ),
+        Panel(
+            "Memory",
+            "Device memory used by processes, reserved by the driver, and the total "
+            "(used + free + reserved = total).",
+            "bytes",
+            (
+                Query(sel(c.GPU_MEMORY_USED), "used " + LEGEND),
+                Query(sel(c.GPU_MEMORY_RESERVED), "driver reserved " + LEGEND),
+                Query(sel(c.GPU_MEMORY_TOTAL), "total " + LEGEND),
+            ),
+            min=0,
+        ),
+        Row("Thermal, power and clocks"),
+        Panel(
+            "Temperature",
+            "GPU and memory sensors, against the temperature alert's levels.",
+            "celsius",
+            (Query(sel(c.GPU_TEMPERATURE), "{{sensor}} " + LEGEND),),
+            thresholds=warning_critical(t.temperature_warning, t.temperature_critical),
+            width=8,
+        ),
+        Panel(
+            "Power against its limit",
+            "Board power and the limit the driver enforces; power pinned at the limit for long "
+            "means the GPU is power capped.",
+            "watt",
+            (
+                Query(sel(c.GPU_POWER), "power " + LEGEND),
+                Query(sel(c.GPU_POWER_LIMIT), "limit " + LEGEND),
+            ),
+            min=0,
+            width=8,
+        ),
+        Panel(
+            "Clocks",
+            "Current clocks and the SM clock's maximum: SM well under its maximum under load "
+            "means throttling (see clock event reasons).",
+            "hertz",
+            (
+                Query(sel(c.GPU_CLOCK), "{{clock}} " + LEGEND),
+                Query(sel(c.GPU_CLOCK_MAX, clock="sm"), "sm max " + LEGEND),
+            ),
+            min=0,
+            width=8,
+        ),
+        Panel(
+            "Clock event reasons",
+            "Reasons holding the clocks down (1 while active): thermal and power slowdowns "
+            "are the ones to act on; gpu_idle is normal when there is no work.",
+            "short",
+            (Query(f"{sel(c.GPU_CLOCK_EVENT_ACTIVE)} > 0", "{{reason}} " + LEGEND),),
+            step_lines=True,
+            min=0,
+            max=1,
+            width=24,
+            fault="thermal_throttle",
+        ),
+        Row("Interconnect"),
+        Panel(
+            "NVLink links",
+            "State of each NVLink link (1 up, 0 down).",
+            "short",
+            (Query(sel(c.GPU_NVLINK_LINK_UP), "link {{link}} " + LEGEND),),
+            step_lines=True,
+            min=0,
+            max=1,
+            width=8,
+        ),
+        Panel(
+            "NVLink throughput",
+            "Data bytes per second over all NVLink links.",
+            "Bps",
+            (
+                Query(f"rate({sel(c.GPU_NVLINK_TRANSMIT)}[{RATE}])", "transmit " + LEGEND),
+                Query(f"rate({sel(c.GPU_NVLINK_RECEIVE)}[{RATE}])", "receive " + LEGEND),
+            ),
+            min=0,
+            width=8,
+        ),
+        Panel(
+            "NVLink errors and PCIe replays",
+            "NVLink errors by type and PCIe replays, per second: a rising rate means a link "
+            "degrading.",
+            "ops",
+            (
+                Query(f"rate({sel(c.GPU_NVLINK_ERRORS)}[{RATE}])", "nvlink {{type}} " + LEGEND),
+                Query(f"rate({sel(c.GPU_PCIE_REPLAYS)}[{RATE}])", "pcie replays " + LEGEND),
+            ),
+            min=0,
+            width=8,
+        ),
+        Row("Memory errors and Xid"),
+        Panel(
+            "ECC errors",
+            "Corrected and uncorrected ECC errors counted in each interval.",
+            "short",
+            (Query(f"increase({sel(c.GPU_ECC_ERRORS)}[{RATE}])", "{{type}} " + LEGEND),),
+            min=0,
+            width=8,
+        ),
+        Panel(
+            "Remapped rows",
+            "Rows remapped, and whether a remap waits for a reset (pending) or failed "
+            "(failure: replace the GPU).",
+            "short",
+            (
+                Query(sel(c.GPU_REMAPPED_ROWS), "{{kind}} " + LEGEND),
+                Query(sel(c.GPU_ROW_REMAP_PENDING), "pending " + LEGEND),
+                Query(sel(c.GPU_ROW_REMAP_FAILURE), "failure " + LEGEND),
+            ),
+            min=0,
+            width=8,
+        ),
+        Panel(
+            "Xid events",
+            "Xid error events counted in each interval, by code.",
+            "short",
+            (Query(f"increase({sel(c.GPU_XID_ERRORS)}[{RATE}]) > 0", "xid {{xid}} " + LEGEND),),
+            min=0,
+            width=8,
+            fault="xid",
+        ),
+    )
+    return DashboardSpec(
+        UID,
+        "GPU detail",
+        "One GPU in depth: load, memory, thermal, power, clocks and throttling, NVLink, PCIe, "
+        "ECC, row remapping and Xid.",
+        items,
+    )

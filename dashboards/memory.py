@@ -1,0 +1,115 @@
+"""Memory and fragmentation: VRAM against total and time to full, and the PyTorch allocator."""
+
+from __future__ import annotations
+
+from dashboards.panels import (
+    DashboardSpec,
+    Panel,
+    PanelKind,
+    Query,
+    Row,
+    Threshold,
+    warning_critical,
+)
+from dashboards.queries import RATE, sel
+from dashboards.thresholds import PanelThresholds
+from exporter import catalog as c
+
+UID = "gpu-memory"
+LEGEND = "{{instance}} gpu {{gpu}}"
+
+
+def time_to_full(window: str = "10m") -> str:
+    """Seconds until device memory is full at the current growth rate (absent when not growing)."""
+    free = f"({sel(c.GPU_MEMORY_FREE)})"
+    growth = f"deriv({sel(c.GPU_MEMORY_USED)}[{window}])"
+    return f"{free} / ({growth} > 0)"
+
+
+def dashboard(t: PanelThresholds) -> DashboardSpec:
+    used_share = f"{sel(c.GPU_MEMORY_USED)} / {sel(c.GPU_MEMORY_TOTAL)}"
+    items: tuple[Panel | Row, ...] = (
+        Row("Device memory"),
+        Panel(
+            "VRAM used",
+            "Device memory used as a share of total, per GPU, against the memory alert's "
+            "warning and critical levels.",
+            "percentunit",
+            (Query(used_share, LEGEND),),
+            thresholds=warning_critical(t.memory_used_warning, t.memory_used_critical),
+            min=0,
+            max=1,
+            width=9,
+        ),
+        Panel(
+            "VRAM used and total",
+            "Device memory used and total, per GPU.",
+            "bytes",
+            (
+                Query(sel(c.GPU_MEMORY_USED), "used " + LEGEND),
+                Query(sel(c.GPU_MEMORY_TOTAL), "total " + LEGEND),
+            ),
+            min=0,
+            width=9,
+        ),
+        Panel(
+            "Time to full",
+            "At the growth of the last 10 minutes, seconds until device memory is full "
+            "(only GPUs whose memory is growing). Red under the fill-within alert's horizon.",
+            "s",
+            (Query(f"min({time_to_full()})"),),
+            PanelKind.STAT,
+            base_color="red",
+            thresholds=(Threshold(t.memory_fill_within_seconds, "green"),),
+            width=6,
+            fault="memory_leak",
+        ),
+        Row("PyTorch caching allocator"),
+        Panel(
+            "Allocated against reserved",
+            "Memory held by live tensors (allocated) and what the allocator holds from the "
+            "driver (reserved). A widening gap is cached or stranded memory.",
+            "bytes",
+            (
+                Query(sel(c.TORCH_CUDA_MEMORY_ALLOCATED), "allocated " + LEGEND),
+                Query(sel(c.TORCH_CUDA_MEMORY_RESERVED), "reserved " + LEGEND),
+            ),
+            min=0,
+        ),
+        Panel(
+            "Inactive split bytes",
+            "Free memory stranded inside partly used segments, which empty_cache() cannot "
+            "return: the fragmentation the OOM message points at.",
+            "bytes",
+            (Query(sel(c.TORCH_CUDA_MEMORY_INACTIVE_SPLIT), LEGEND),),
+            min=0,
+        ),
+        Panel(
+            "Fragmentation ratio",
+            "Inactive split over reserved, against the fragmentation alert's levels. "
+            "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True is the usual cure.",
+            "percentunit",
+            (Query(sel(c.TORCH_CUDA_FRAGMENTATION), LEGEND),),
+            thresholds=warning_critical(t.fragmentation_warning, t.fragmentation_critical),
+            min=0,
+            max=1,
+        ),
+        Panel(
+            "Allocation retries and OOMs",
+            "Allocations that freed the cache and retried (the step before an OOM) and OOMs, "
+            "per interval.",
+            "short",
+            (
+                Query(f"increase({sel(c.TORCH_CUDA_ALLOC_RETRIES)}[{RATE}])", "retries " + LEGEND),
+                Query(f"increase({sel(c.TORCH_CUDA_OOMS)}[{RATE}])", "OOMs " + LEGEND),
+            ),
+            min=0,
+        ),
+    )
+    return DashboardSpec(
+        UID,
+        "GPU memory and fragmentation",
+        "VRAM against total with time to full, and the PyTorch allocator: allocated, reserved, "
+        "stranded, retries and OOMs.",
+        items,
+    )

@@ -1,0 +1,43 @@
+"""PromQL building blocks shared by the dashboards (label selectors, quantiles, joins)."""
+
+from __future__ import annotations
+
+from exporter.catalog import MetricFamily
+
+#: Selector of the GPUs chosen by the dashboard variables.
+GPU = 'job=~"$job", instance=~"$instance", gpu=~"$gpu"'
+#: Selector of the exporters chosen by the dashboard variables (process-level series).
+HOST = 'job=~"$job", instance=~"$instance"'
+#: The rate window Grafana picks from the scrape interval.
+RATE = "$__rate_interval"
+
+#: Reasons that mean the clocks are held down by a limit (not idle or a user setting).
+THROTTLE_REASONS = (
+    "sw_power_cap|hw_slowdown|sw_thermal_slowdown|hw_thermal_slowdown|hw_power_brake_slowdown"
+)
+
+
+def sel(family: MetricFamily, selector: str = GPU, **labels: str) -> str:
+    """`family{selector, label="value", ...}`."""
+    extra = "".join(f', {k}="{v}"' for k, v in labels.items())
+    return f"{family.name}{{{selector}{extra}}}"
+
+
+def sel_re(family: MetricFamily, selector: str = GPU, **labels: str) -> str:
+    """`family{selector, label=~"regex", ...}`."""
+    extra = "".join(f', {k}=~"{v}"' for k, v in labels.items())
+    return f"{family.name}{{{selector}{extra}}}"
+
+
+def quantile(q: float, histogram: MetricFamily, selector: str = HOST, by: str = "") -> str:
+    """`histogram_quantile(q, sum by (le[, by]) (rate(h_bucket{selector}[$__rate_interval])))`."""
+    group = f"le, {by}" if by else "le"
+    return (
+        f"histogram_quantile({q}, sum by ({group}) "
+        f"(rate({histogram.name}_bucket{{{selector}}}[{RATE}])))"
+    )
+
+
+def share(numerator: str, denominator: str) -> str:
+    """A ratio of two expressions with the same labels."""
+    return f"{numerator} / {denominator}"

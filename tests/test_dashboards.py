@@ -1,0 +1,125 @@
+"""Dashboards: well-formed for current Grafana, on the grid, and plotting only catalog metrics."""
+
+import json
+
+import pytest
+
+from dashboards.build import DASHBOARDS, SCHEMA_VERSION, TAG, specs, to_json
+from dashboards.layout import GRID_WIDTH, place
+from dashboards.panels import Panel, Row
+from dashboards.promql import metric_names
+from exporter.catalog import FAMILIES, Kind
+
+SPECS = specs()
+
+
+def series_names() -> set[str]:
+    names = set()
+    for fam in FAMILIES.values():
+        if fam.kind is Kind.HISTOGRAM:
+            names |= {f"{fam.name}_bucket", f"{fam.name}_sum", f"{fam.name}_count"}
+        else:
+            names.add(fam.name)
+    return names
+
+
+def all_queries():
+    for spec in SPECS:
+        for panel in spec.panels:
+            for query in panel.queries:
+                yield spec.uid, panel, query
+
+
+def test_uids_are_the_stable_ones_and_unique():
+    assert list(DASHBOARDS) == ["gpu-fleet", "gpu-detail", "llm-inference", "gpu-memory"]
+    assert [s.uid for s in SPECS] == list(DASHBOARDS)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.uid)
+def test_json_is_what_current_grafana_imports(spec):
+    data = json.loads(to_json(spec))
+    assert data["uid"] == spec.uid and data["title"] and data["description"]
+    assert data["schemaVersion"] == SCHEMA_VERSION >= 36
+    assert TAG in data["tags"]
+    variables = {v["name"]: v for v in data["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for name in spec.variables:
+        assert variables[name]["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert variables[name]["includeAll"] and variables[name]["allValue"] == ".*"
+    assert data["links"][0]["tags"] == [TAG] and data["links"][0]["includeVars"]
+    ids = [p["id"] for p in data["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in data["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        for target in panel["targets"]:
+            assert target["datasource"] == panel["datasource"]
+            assert target["expr"]
+        assert panel["fieldConfig"]["defaults"]["unit"]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.uid)
+def test_no_two_panels_overlap_and_all_fit_the_grid(spec):
+    placed = place(spec.items)
+    for i, (_, a) in enumerate(placed):
+        assert a.x >= 0 and a.x + a.w <= GRID_WIDTH
+        for _, b in placed[i + 1 :]:
+            assert not a.overlaps(b), (a, b)
+
+
+def test_every_panel_has_a_unit_a_description_and_queries():
+    for spec in SPECS:
+        for item in spec.items:
+            if isinstance(item, Row):
+                continue
+            assert isinstance(item, Panel)
+            assert item.unit, item.title
+            assert len(item.description) > 20, item.title
+            assert item.queries, item.title
+
+
+def test_every_query_reads_only_catalog_metrics():
+    known = series_names()
+    for uid, panel, query in all_queries():
+        names = metric_names(query.expr)
+        assert names, f"{uid} / {panel.title}: no metric found in {query.expr}"
+        assert names <= known, f"{uid} / {panel.title}: {sorted(names - known)} not in catalog"
+
+
+def test_every_gpu_allocator_and_inference_family_is_plotted_somewhere():
+    plotted = set()
+    for _, _, query in all_queries():
+        plotted |= metric_names(query.expr)
+    plotted = {n.removesuffix("_bucket") for n in plotted}
+    not_plotted = {"gpu_backend_up", "gpu_clock_event_seconds_total", "inference_ready",
+                   "inference_kv_cache_blocks", "inference_model_info"}  # fmt: skip
+    for name in FAMILIES:
+        if name.startswith(("gpu_", "torch_cuda_", "inference_")) and name not in not_plotted:
+            assert name in plotted, f"{name} has no panel"
+
+
+def test_thresholds_come_from_the_alert_levels():
+    from dataclasses import replace
+
+    from dashboards.thresholds import load_panel_thresholds
+
+    t = replace(load_panel_thresholds(), temperature_warning=77.0, temperature_critical=88.0)
+    fleet = next(s for s in specs(t) if s.uid == "gpu-fleet")
+    hottest = next(p for p in fleet.panels if p.title == "Hottest GPU")
+    assert [th.value for th in hottest.thresholds] == [77.0, 88.0]
+
+
+@pytest.mark.parametrize(
+    "expr,names",
+    [
+        ('rate(a_total{x="y"}[5m])', {"a_total"}),
+        ("sum by (le) (rate(h_bucket[1m]))", {"h_bucket"}),
+        ("a / on(gpu) group_left(name) b", {"a", "b"}),
+        ('count(a{r=~"x|y"} == 1) or vector(0)', {"a"}),
+        ("histogram_quantile(0.99, x)", {"x"}),
+    ],
+)
+def test_metric_names(expr, names):
+    assert metric_names(expr) == names
