@@ -101,6 +101,7 @@ def dashboard(t: PanelThresholds) -> DashboardSpec:
             width=6,
             height=4,
             fault="xid",
+            table_columns={"instance": "node", "gpu": "gpu", "xid": "xid", "Value #A": "events"},
         ),
         _stat(
             "Xid events",

@@ -251,6 +251,29 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--root", default=None, help="repository root (default: the one this package is in)"
     )
+    dashboards = commands.add_parser(
+        "dashboards", help="work with the generated Grafana dashboards"
+    )
+    dashboard_commands = dashboards.add_subparsers(dest="dashboards_command", metavar="COMMAND")
+    dashboard_commands.required = True
+    preview = dashboard_commands.add_parser(
+        "preview",
+        help="draw each dashboard to a PNG from a live Prometheus (no Grafana needed)",
+        description="Run every panel's queries against Prometheus and draw the dashboards, laid "
+        "out as Grafana lays them out, one PNG per dashboard (needs matplotlib: the `preview` "
+        "extra).",
+        formatter_class=_HelpFormatter,
+    )
+    preview.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus base URL")
+    preview.add_argument("--out", default="dashboards/previews", help="directory for the PNGs")
+    preview.add_argument(
+        "--range", dest="range_seconds", type=parse_duration, default=900.0,
+        metavar="DURATION", help="time range drawn (seconds, or 5m, 1h)",
+    )  # fmt: skip
+    preview.add_argument(
+        "--rate-interval", default="1m", metavar="DURATION",
+        help="what $__rate_interval becomes in the queries",
+    )  # fmt: skip
     return parser
 
 
@@ -307,11 +330,36 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             from exporter.generate import run_generate
 
             return run_generate(check=args.check, root=args.root)
+        if args.command == "dashboards":
+            return preview_dashboards(args)
         setup_logging(args.log_format, args.log_level)
         return serve(args, environ)
     except CliError as exc:
         print(f"gpu-inference-exporter: error: {exc}", file=sys.stderr)
         return 2
+
+
+def preview_dashboards(args: argparse.Namespace) -> int:
+    """`dashboards preview`: one PNG per dashboard from live Prometheus data."""
+    from pathlib import Path
+
+    try:
+        from dashboards.preview import PreviewOptions, run_preview
+    except ImportError as exc:
+        raise CliError(f"{exc}: install the preview extra (pip install '.[preview]')") from None
+    options = PreviewOptions(
+        prometheus=args.prometheus,
+        out=Path(args.out),
+        range_seconds=args.range_seconds,
+        rate_interval=args.rate_interval,
+    )
+    try:
+        paths = run_preview(options)
+    except OSError as exc:
+        raise CliError(f"cannot query Prometheus at {args.prometheus}: {exc}") from None
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
 
 
 def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

@@ -7,6 +7,7 @@ import pytest
 from dashboards.build import specs
 from tests.conftest import run_exporter
 from tests.prometheus_server import run_prometheus
+from tests.test_cli import cli
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +34,7 @@ def expand(expr: str) -> str:
     return expr
 
 
-def test_every_panel_query_parses_and_returns_data():
+def test_every_panel_query_parses_and_returns_data_and_previews_draw(tmp_path):
     args = ["--backend=simulated", "--collect.interval=0.5"]
     args += [f"--simulate.scenario={s}" for s in SCENARIOS.values()]
     with run_exporter(*args) as exporter:
@@ -53,5 +54,14 @@ def test_every_panel_query_parses_and_returns_data():
                         checked += 1
                         if panel.needs is None and not answer["data"]["result"]:
                             failures.append(f"{where} returned no data")
+            preview = cli(
+                "dashboards", "preview", f"--prometheus={prom.url}", f"--out={tmp_path}",
+                "--range=30s", "--rate-interval=5s",
+            )  # fmt: skip
     assert not failures, "\n".join(failures)
     assert checked > 60
+    assert preview.returncode == 0, preview.stderr
+    for spec in specs():
+        png = tmp_path / f"{spec.uid}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png.stat().st_size > 20_000  # panels drawn, not an empty canvas
