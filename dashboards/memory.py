@@ -27,6 +27,7 @@ def time_to_full(window: str = "10m") -> str:
 
 
 def dashboard(t: PanelThresholds) -> DashboardSpec:
+    mig_labels = ", ".join(c.MIG_LABELS)
     used_share = f"{sel(c.GPU_MEMORY_USED)} / {sel(c.GPU_MEMORY_TOTAL)}"
     items: tuple[Panel | Row, ...] = (
         Row("Device memory"),
@@ -63,6 +64,38 @@ def dashboard(t: PanelThresholds) -> DashboardSpec:
             thresholds=(Threshold(t.memory_fill_within_seconds, "green"),),
             width=6,
             fault="memory_leak",
+        ),
+        Panel(
+            "Memory by process",
+            "Device memory each process holds, per GPU (collected with --collect.processes): "
+            "who to blame when VRAM climbs.",
+            "bytes",
+            (Query(sel(c.GPU_PROCESS_MEMORY_USED), "{{process}} ({{pid}}) gpu {{gpu}}"),),
+            min=0,
+            needs="processes",
+        ),
+        Panel(
+            "MIG instances",
+            "Memory used against total per MIG device (GPUs in MIG mode only), labelled by "
+            "GPU instance and compute instance.",
+            "bytes",
+            (
+                Query(
+                    sel(c.GPU_MIG_MEMORY_USED),
+                    "used gpu {{gpu}} gi {{gpu_instance}} ci {{compute_instance}}",
+                ),
+                Query(
+                    sel(c.GPU_MIG_MEMORY_TOTAL),
+                    "total gpu {{gpu}} gi {{gpu_instance}} ci {{compute_instance}}",
+                ),
+                Query(
+                    f"{sel(c.GPU_MIG_MEMORY_FREE)} * on ({mig_labels}) group_left(name) "
+                    f"{sel(c.GPU_MIG_INFO)}",
+                    "free {{name}} gpu {{gpu}}",
+                ),
+            ),
+            min=0,
+            needs="mig",
         ),
         Row("PyTorch caching allocator"),
         Panel(

@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "nvml", "dcgm", "simulated", "none")
 
 #: Backends whose source is not part of this version yet.
-NOT_YET_AVAILABLE = {"nvml", "dcgm"}
+NOT_YET_AVAILABLE = {"dcgm"}
 
 NO_GPU_HINT = (
     "no GPU backend found (no DCGM hostengine answered and NVML found no GPU): exporting only "

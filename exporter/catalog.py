@@ -174,6 +174,35 @@ GPU_MEMORY_RESERVED = _gauge(
     unit="bytes",
 )
 
+# --- MIG devices and processes ------------------------------------------------------------------
+
+MIG_LABELS: tuple[str, ...] = (*DEVICE_LABELS, "gpu_instance", "compute_instance")
+
+GPU_MIG_INFO = _gauge(
+    "gpu_mig_info",
+    "Descriptive labels of a MIG device of a GPU in MIG mode (always 1): its own UUID and "
+    "profile name",
+    (*MIG_LABELS, "mig_uuid", "name"),
+)
+GPU_MIG_MEMORY_USED = _gauge(
+    "gpu_mig_memory_used_bytes",
+    "Device memory allocated on a MIG device (gpu_instance and compute_instance name it)",
+    MIG_LABELS,
+    unit="bytes",
+)
+GPU_MIG_MEMORY_FREE = _gauge(
+    "gpu_mig_memory_free_bytes", "Device memory not allocated on a MIG device", MIG_LABELS, "bytes"
+)
+GPU_MIG_MEMORY_TOTAL = _gauge(
+    "gpu_mig_memory_total_bytes", "Total device memory of a MIG device", MIG_LABELS, "bytes"
+)
+GPU_PROCESS_MEMORY_USED = _gauge(
+    "gpu_process_memory_used_bytes",
+    "Device memory used by a compute process on the GPU (opt-in: --collect.processes)",
+    (*DEVICE_LABELS, "pid", "process"),
+    unit="bytes",
+)
+
 # --- Thermal, power and clocks ------------------------------------------------------------------
 
 GPU_TEMPERATURE = _gauge(

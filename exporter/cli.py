@@ -95,6 +95,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def _scenario(text: str) -> object:
     from exporter.sources.simulated import parse_scenario
 
@@ -184,6 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DURATION",
         help="how long one source may take before it is marked down (default: the interval)",
+    )
+    add(
+        "--collect.processes",
+        dest="collect_processes",
+        type=_boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="export gpu_process_memory_used_bytes, the device memory of each compute process "
+        "(one series per process: opt-in for cardinality)",
     )
     add(
         "--dcgm.address",

@@ -31,7 +31,7 @@ class Runtime:
 
 
 def build_sources(backend: str, args: argparse.Namespace) -> list[Source]:
-    """The sources for a resolved backend (`simulated` or `none` in this version)."""
+    """The sources for a resolved backend (`simulated`, `nvml` or `none` in this version)."""
     if backend == "simulated":
         from exporter.sources.simulated import SimulatedSource
 
@@ -41,8 +41,13 @@ def build_sources(backend: str, args: argparse.Namespace) -> list[Source]:
                 model=args.simulate_model,
                 seed=args.simulate_seed,
                 scenarios=args.scenarios,
+                processes=getattr(args, "collect_processes", False),
             )
         ]
+    if backend == "nvml":
+        from exporter.sources.nvml import NvmlSource
+
+        return [NvmlSource(collect_processes=getattr(args, "collect_processes", False))]
     if backend == "none":
         return []
     raise ValueError(f"no source for backend {backend!r}")

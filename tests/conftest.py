@@ -18,6 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.fake_nvml.fixtures"]
+
 
 def free_port() -> int:
     with socket.socket() as s:

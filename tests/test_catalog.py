@@ -56,6 +56,11 @@ EXTRA_LABELS = {
     "gpu_ecc_errors_total": ("type",),
     "gpu_remapped_rows": ("kind",),
     "gpu_xid_errors_total": ("xid",),
+    "gpu_mig_info": ("gpu_instance", "compute_instance", "mig_uuid", "name"),
+    "gpu_mig_memory_used_bytes": ("gpu_instance", "compute_instance"),
+    "gpu_mig_memory_free_bytes": ("gpu_instance", "compute_instance"),
+    "gpu_mig_memory_total_bytes": ("gpu_instance", "compute_instance"),
+    "gpu_process_memory_used_bytes": ("pid", "process"),
 }
 
 

@@ -21,8 +21,21 @@ from exporter.sources.simulated import GPU_MODELS, SimulatedSource, parse_scenar
 from exporter.sources.xid import DEAD_GPU_XIDS, WATCHED_XIDS, XID_MEANINGS, XidCounters
 
 H100 = GPU_MODELS["H100 SXM 80GB"]
+#: Not on a default simulated GPU: the MIG-only families (no simulated GPU is in MIG mode) and
+#: the opt-in per-process memory (SimulatedSource(processes=True), tests/test_nvml_wiring.py).
+NOT_BY_DEFAULT = {
+    "gpu_mig_info",
+    "gpu_mig_memory_used_bytes",
+    "gpu_mig_memory_free_bytes",
+    "gpu_mig_memory_total_bytes",
+    "gpu_process_memory_used_bytes",
+}
 DEVICE_FAMILIES = [
-    f for f in FAMILIES.values() if f.name.startswith(("gpu_", "torch_cuda_")) and "gpu" in f.labels
+    f
+    for f in FAMILIES.values()
+    if f.name.startswith(("gpu_", "torch_cuda_"))
+    and "gpu" in f.labels
+    and f.name not in NOT_BY_DEFAULT
 ]
 
 

@@ -46,6 +46,7 @@ OOM_EVERY_SECONDS = 10.0
 NVLINK_RECOVERY_EVERY_SECONDS = 10.0
 NVLINK_CRC_FLIT_BURST = 8
 NVLINK_REPLAY_BURST = 3
+SIMULATED_PID_BASE = 4100  # pid of GPU i's simulated inference process: 4100 + i
 
 _REASONS = tuple(CLOCK_EVENT_REASONS)
 _CLOCKS = ("graphics", "sm", "memory", "video")
@@ -407,6 +408,7 @@ class SimulatedSource:
         clock: Callable[[], float] = time.monotonic,
         driver_version: str = "550.90.07",
         cuda_version: str = "12.4",
+        processes: bool = False,
     ) -> None:
         if not isinstance(gpus, int) or gpus < 1:
             raise ValueError(f"the simulated fleet needs at least 1 GPU (got {gpus!r})")
@@ -417,6 +419,7 @@ class SimulatedSource:
             except ValueError as exc:
                 raise ValueError(f"invalid scenario {str(s)!r}: {exc}") from None
         self.scenarios = tuple(scenarios)
+        self.processes = processes  # one inference process per GPU, as --collect.processes
         self._clock = clock
         self._t0 = clock()
         self._t = 0.0
@@ -462,8 +465,17 @@ class SimulatedSource:
                     out.append(catalog.GPU_UP.sample(0, **g.labels))
                 else:
                     out += g.samples(t)
+                    if self.processes:
+                        out.append(self._process_sample(g, t))
                 out += self._xids.samples(g.index)
             return out
+
+    def _process_sample(self, g: _Gpu, t: float) -> Sample:
+        """The GPU's inference process, which holds all of its used memory."""
+        used = g.memory(t)[0]
+        return catalog.GPU_PROCESS_MEMORY_USED.sample(
+            used, **g.labels, pid=str(SIMULATED_PID_BASE + g.index), process="python3"
+        )
 
     def close(self) -> None:
         """Nothing to release."""
