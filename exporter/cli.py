@@ -19,6 +19,11 @@ from dataclasses import dataclass
 
 from exporter import __version__
 from exporter.backends import BACKENDS, NO_GPU_HINT, NOT_YET_AVAILABLE, detect_backend
+from exporter.harness.config import (
+    DTYPE_CHOICES,
+    PRESET_CHOICES,
+    parse_kv_cache_memory,
+)
 from exporter.identity import constant_labels, parse_label
 from exporter.logs import FORMATS, LEVELS, setup_logging
 
@@ -111,6 +116,28 @@ def _scenario(text: str) -> object:
         return parse_scenario(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _kv_cache_memory(text: str) -> object:
+    try:
+        return parse_kv_cache_memory(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _harness_device(text: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text.strip()):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return text.strip()
 
 
 def env_name(flag: str) -> str:
@@ -254,6 +281,64 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME:gpu=I,start=S,duration=D",
         help="fault scenario (repeatable; start/duration in seconds from start, no duration = "
         "forever). Scenarios: " + _scenario_help(),
+    )
+    add(
+        "--harness",
+        type=_boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="run the embedded inference harness (needs the harness extra: PyTorch) and export "
+        "its inference_* figures and this process's torch_cuda_* allocator figures",
+    )
+    add(
+        "--harness.preset",
+        dest="harness_preset",
+        choices=PRESET_CHOICES,
+        default="auto",
+        help="harness model size: tiny (CPU, tests) or small (about 100M parameters, for a "
+        "GPU); auto: small on CUDA, tiny on CPU",
+    )
+    add(
+        "--harness.weights",
+        dest="harness_weights",
+        default=None,
+        metavar="PATH",
+        help="local safetensors file with the preset's weights (default: random weights from a "
+        "fixed seed; nothing is ever downloaded)",
+    )
+    add(
+        "--harness.block-size",
+        dest="harness_block_size",
+        type=_positive_int,
+        default=16,
+        metavar="TOKENS",
+        help="tokens per KV cache block",
+    )
+    add(
+        "--harness.kv-cache-memory",
+        dest="harness_kv_cache_memory",
+        type=_kv_cache_memory,
+        default=None,
+        metavar="SIZE",
+        help="memory of the KV block pool, allocated at start: bytes (256MiB, 2GiB) or, on "
+        "CUDA, a fraction of the free memory (0.3) (default: 256MiB on CUDA, 64MiB on CPU)",
+    )
+    add(
+        "--harness.device",
+        dest="harness_device",
+        type=_harness_device,
+        default="auto",
+        metavar="auto|cpu|cuda[:N]",
+        help="where the harness runs; auto: CUDA when PyTorch sees a GPU, else the CPU",
+    )
+    add(
+        "--harness.dtype",
+        dest="harness_dtype",
+        choices=DTYPE_CHOICES,
+        default="auto",
+        help="harness weights and KV cache dtype; auto: bfloat16 on CUDA, float32 on CPU",
     )
     add("--log.format", dest="log_format", choices=FORMATS, default="text", help="log format")
     add("--log.level", dest="log_level", choices=LEVELS, default="info", help="log level")

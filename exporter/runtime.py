@@ -20,6 +20,7 @@ from exporter.sources import Source
 
 if TYPE_CHECKING:
     from exporter.cli import ListenAddress
+    from exporter.harness.engine import Engine
 
 log = logging.getLogger("exporter")
 
@@ -28,6 +29,7 @@ log = logging.getLogger("exporter")
 class Runtime:
     sampler: Sampler
     app: web.Application
+    harness: Engine | None = None  # the inference harness, started and stopped with the runtime
 
 
 def build_sources(backend: str, args: argparse.Namespace) -> list[Source]:
@@ -53,8 +55,43 @@ def build_sources(backend: str, args: argparse.Namespace) -> list[Source]:
     raise ValueError(f"no source for backend {backend!r}")
 
 
+def build_harness(args: argparse.Namespace) -> tuple[Engine, list[Source]]:
+    """The inference harness (not started) and its sources: its own figures and this process's
+    PyTorch allocator. ValueError, said in one line, when it cannot run here."""
+    from pathlib import Path
+
+    if args.harness_weights and not Path(args.harness_weights).is_file():
+        raise ValueError(f"--harness.weights: {args.harness_weights} is not a file")
+    try:
+        from exporter.harness.engine import Engine
+    except ImportError as exc:
+        raise ValueError(
+            f"--harness needs PyTorch ({exc.name or exc} is not installed): "
+            "pip install 'gpu-inference-exporter[harness]'"
+        ) from None
+    from exporter.harness.config import EngineConfig
+    from exporter.sources.harness import HarnessSource
+    from exporter.sources.torch import TorchAllocatorSource
+
+    engine = Engine(
+        EngineConfig(
+            preset=args.harness_preset,
+            weights=args.harness_weights,
+            block_size=args.harness_block_size,
+            kv_cache_memory=args.harness_kv_cache_memory,
+            device=args.harness_device,
+            dtype=args.harness_dtype,
+        )
+    )
+    return engine, [HarnessSource(engine.metrics), TorchAllocatorSource()]
+
+
 def build_runtime(*, backend: str, args: argparse.Namespace, const_labels: Labels) -> Runtime:
     sources = build_sources(backend, args)
+    harness = None
+    if getattr(args, "harness", False):
+        harness, harness_sources = build_harness(args)
+        sources += harness_sources
     gpu_backend = backend if backend != "none" else None
     sampler = Sampler(
         sources,
@@ -63,7 +100,7 @@ def build_runtime(*, backend: str, args: argparse.Namespace, const_labels: Label
         const_labels=const_labels,
         gpu_backend=gpu_backend,
     )
-    return Runtime(sampler=sampler, app=build_app(sampler))
+    return Runtime(sampler=sampler, app=build_app(sampler), harness=harness)
 
 
 async def run_until_signalled(
@@ -76,6 +113,8 @@ async def run_until_signalled(
         loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(runtime.app, access_log=None, handle_signals=False)
     await runner.setup()
+    if runtime.harness is not None:
+        runtime.harness.start()  # loads and warms up on its own thread; scrapes go on meanwhile
     try:
         site = web.TCPSite(runner, address.host, address.port)
         await site.start()
@@ -97,4 +136,6 @@ async def run_until_signalled(
         return 0
     finally:
         await runner.cleanup()
+        if runtime.harness is not None:
+            await asyncio.to_thread(runtime.harness.stop)
         runtime.sampler.close()
