@@ -13,10 +13,11 @@ from collections.abc import Callable
 from grafanalib import core as g
 from grafanalib._gen import DashboardEncoder
 
+from alerts import thresholds as alert_thresholds
+from alerts.thresholds import Thresholds
 from dashboards import fleet, gpu_detail, inference, memory
 from dashboards.layout import place
 from dashboards.panels import DashboardSpec, Panel, PanelKind, Row
-from dashboards.thresholds import PanelThresholds, load_panel_thresholds
 
 SCHEMA_VERSION = 39  # Grafana 10.4 / 11
 TAG = "gpu-inference-exporter"
@@ -24,7 +25,7 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 GENERATED_DIR = "dashboards/generated"
 
 #: Every dashboard, by uid, with the function that builds its spec.
-DASHBOARDS: dict[str, Callable[[PanelThresholds], DashboardSpec]] = {
+DASHBOARDS: dict[str, Callable[[Thresholds], DashboardSpec]] = {
     fleet.UID: fleet.dashboard,
     gpu_detail.UID: gpu_detail.dashboard,
     inference.UID: inference.dashboard,
@@ -38,9 +39,9 @@ _VARIABLES = {
 }
 
 
-def specs(thresholds: PanelThresholds | None = None) -> list[DashboardSpec]:
-    """Every dashboard spec, built with the alert thresholds."""
-    t = thresholds or load_panel_thresholds()
+def specs(thresholds: Thresholds | None = None) -> list[DashboardSpec]:
+    """Every dashboard spec, drawing the alert thresholds (the defaults unless given)."""
+    t = thresholds or alert_thresholds.DEFAULTS
     return [build(t) for build in DASHBOARDS.values()]
 
 
@@ -181,10 +182,10 @@ def to_json(spec: DashboardSpec) -> str:
     return json.dumps(data, cls=DashboardEncoder, sort_keys=True, indent=2) + "\n"
 
 
-def artifacts() -> dict[str, Callable[[str], str]]:
-    """Generated dashboard files for `gpu-inference-exporter generate`."""
+def artifacts(alerts_config: str | None = None) -> dict[str, Callable[[str], str]]:
+    """Generated dashboard files, with the thresholds of the alerts config (`generate`)."""
     out: dict[str, Callable[[str], str]] = {}
-    for spec in specs():
+    for spec in specs(alert_thresholds.load(alerts_config)):
         text = to_json(spec)
         out[f"{GENERATED_DIR}/{spec.uid}.json"] = lambda _current, text=text: text
     return out

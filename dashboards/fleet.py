@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dashboards.panels import DashboardSpec, Panel, PanelKind, Query, Row, warning_critical
+from alerts.thresholds import Thresholds
+from dashboards.panels import DashboardSpec, Panel, PanelKind, Query, Row, tiers, warning_critical
 from dashboards.queries import GPU, THROTTLE_REASONS, sel, sel_re
-from dashboards.thresholds import PanelThresholds
 from exporter import catalog as c
 
 UID = "gpu-fleet"
@@ -17,7 +17,7 @@ def _stat(
     return Panel(title, description, unit, (query,), PanelKind.STAT, width=3, height=4, **kw)
 
 
-def dashboard(t: PanelThresholds) -> DashboardSpec:
+def dashboard(t: Thresholds) -> DashboardSpec:
     used_share = f"{sel(c.GPU_MEMORY_USED)} / {sel(c.GPU_MEMORY_TOTAL)}"
     hot = sel(c.GPU_TEMPERATURE, sensor="gpu")
     throttling = sel_re(c.GPU_CLOCK_EVENT_ACTIVE, reason=THROTTLE_REASONS)
@@ -60,7 +60,7 @@ def dashboard(t: PanelThresholds) -> DashboardSpec:
             "Thresholds: the GPU memory alert's warning and critical levels.",
             "percentunit",
             f"sum({sel(c.GPU_MEMORY_USED)}) / sum({sel(c.GPU_MEMORY_TOTAL)})",
-            thresholds=warning_critical(t.memory_used_warning, t.memory_used_critical),
+            thresholds=tiers(t.gpu_memory_used),
             min=0,
             max=1,
         ),
@@ -69,7 +69,7 @@ def dashboard(t: PanelThresholds) -> DashboardSpec:
             "Highest GPU temperature. Thresholds: the temperature alert's levels.",
             "celsius",
             f"max({hot})",
-            thresholds=warning_critical(t.temperature_warning, t.temperature_critical),
+            thresholds=tiers(t.gpu_temperature),
         ),
         _stat(
             "Total power",
@@ -87,8 +87,9 @@ def dashboard(t: PanelThresholds) -> DashboardSpec:
         Row("Events in the selected range"),
         Panel(
             "Xid errors",
-            "Xid error events in the time range, by GPU and code. Codes 48, 62-64, 74, 79, "
-            "92, 94, 95, 119 and 120 mean a dead or unusable GPU.",
+            "Xid error events in the time range, by GPU and code. Codes "
+            + ", ".join(map(str, t.gpu_xid.critical_codes))
+            + " mean a dead or unusable GPU (the Xid alert pages for them).",
             "short",
             (
                 Query(
@@ -162,7 +163,7 @@ def dashboard(t: PanelThresholds) -> DashboardSpec:
             "Device memory used as a share of total, per GPU, against the alert levels.",
             "percentunit",
             (Query(used_share, "{{instance}} gpu {{gpu}}"),),
-            thresholds=warning_critical(t.memory_used_warning, t.memory_used_critical),
+            thresholds=tiers(t.gpu_memory_used),
             min=0,
             max=1,
         ),
@@ -171,7 +172,7 @@ def dashboard(t: PanelThresholds) -> DashboardSpec:
             "GPU temperature per GPU, against the alert levels.",
             "celsius",
             (Query(hot, "{{instance}} gpu {{gpu}}"),),
-            thresholds=warning_critical(t.temperature_warning, t.temperature_critical),
+            thresholds=tiers(t.gpu_temperature),
         ),
         Panel(
             "Power",

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dashboards.panels import DashboardSpec, Panel, Query, Row, warning_critical
+from alerts.thresholds import Thresholds
+from dashboards.panels import DashboardSpec, Panel, Query, Row, tiers
 from dashboards.queries import RATE, sel
-from dashboards.thresholds import PanelThresholds
 from exporter import catalog as c
 
 UID = "gpu-detail"
 LEGEND = "gpu {{gpu}}"
 
 
-def dashboard(t: PanelThresholds) -> DashboardSpec:
+def dashboard(t: Thresholds) -> DashboardSpec:
     items: tuple[Panel | Row, ...] = (
         Row("Load and memory"),
         Panel(
@@ -45,7 +45,7 @@ def dashboard(t: PanelThresholds) -> DashboardSpec:
             "GPU and memory sensors, against the temperature alert's levels.",
             "celsius",
             (Query(sel(c.GPU_TEMPERATURE), "{{sensor}} " + LEGEND),),
-            thresholds=warning_critical(t.temperature_warning, t.temperature_critical),
+            thresholds=tiers(t.gpu_temperature),
             width=8,
         ),
         Panel(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dashboards.panels import DashboardSpec, Panel, Query, Row, warning_critical
+from alerts.thresholds import Thresholds, Tiers
+from dashboards.panels import DashboardSpec, Panel, Query, Row, tiers
 from dashboards.queries import HOST, RATE, quantile, sel, sel_re
-from dashboards.thresholds import PanelThresholds
 from exporter import catalog as c
 
 UID = "llm-inference"
@@ -12,7 +12,7 @@ QUANTILES = (0.5, 0.9, 0.99)
 HARNESS = "harness"
 
 
-def _latency(title: str, description: str, histogram, warning: float, critical: float) -> Panel:
+def _latency(title: str, description: str, histogram, levels: Tiers) -> Panel:
     return Panel(
         title,
         description,
@@ -21,15 +21,15 @@ def _latency(title: str, description: str, histogram, warning: float, critical: 
             Query(quantile(q, histogram, by="instance"), f"p{round(q * 100)} {{{{instance}}}}")
             for q in QUANTILES
         ),
-        thresholds=warning_critical(warning, critical),
+        thresholds=tiers(levels),
         min=0,
         width=8,
         needs=HARNESS,
     )
 
 
-def dashboard(t: PanelThresholds) -> DashboardSpec:
-    failed = sel_re(c.INFERENCE_REQUESTS, HOST, outcome="shed|timeout|error")
+def dashboard(t: Thresholds) -> DashboardSpec:
+    failed = sel_re(c.INFERENCE_REQUESTS, HOST, outcome="|".join(t.inference_error_outcomes))
     every = sel(c.INFERENCE_REQUESTS, HOST)
     items: tuple[Panel | Row, ...] = (
         Row("Latency"),
@@ -38,24 +38,21 @@ def dashboard(t: PanelThresholds) -> DashboardSpec:
             "TTFT p50/p90/p99: arrival to first generated token (queue + prefill). Lines: the "
             "p99 TTFT alert's levels.",
             c.INFERENCE_TIME_TO_FIRST_TOKEN,
-            t.ttft_p99_warning,
-            t.ttft_p99_critical,
+            t.inference_ttft_p99,
         ),
         _latency(
             "Time per output token",
             "TPOT p50/p90/p99: the gap between consecutive tokens of a request. Lines: the p99 "
             "TPOT alert's levels.",
             c.INFERENCE_TIME_PER_OUTPUT_TOKEN,
-            t.tpot_p99_warning,
-            t.tpot_p99_critical,
+            t.inference_tpot_p99,
         ),
         _latency(
             "End-to-end latency",
             "Request duration p50/p90/p99, arrival to last token. Lines: the p99 latency "
             "alert's levels.",
             c.INFERENCE_REQUEST_DURATION,
-            t.e2e_p99_warning,
-            t.e2e_p99_critical,
+            t.inference_request_p99,
         ),
         Row("Load"),
         Panel(
@@ -129,7 +126,7 @@ def dashboard(t: PanelThresholds) -> DashboardSpec:
                     "error ratio",
                 ),
             ),
-            thresholds=warning_critical(t.error_ratio_warning, t.error_ratio_critical),
+            thresholds=tiers(t.inference_error_ratio),
             min=0,
             width=12,
             needs=HARNESS,
@@ -141,7 +138,7 @@ def dashboard(t: PanelThresholds) -> DashboardSpec:
             "levels; the harness sheds load above its shed threshold.",
             "percentunit",
             (Query(sel(c.INFERENCE_KV_CACHE_UTILIZATION, HOST), "{{instance}}"),),
-            thresholds=warning_critical(t.kv_cache_warning, t.kv_cache_critical),
+            thresholds=tiers(t.inference_kv_cache),
             min=0,
             max=1,
             width=8,

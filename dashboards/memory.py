@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from alerts.thresholds import Thresholds
 from dashboards.panels import (
     DashboardSpec,
     Panel,
@@ -9,10 +10,9 @@ from dashboards.panels import (
     Query,
     Row,
     Threshold,
-    warning_critical,
+    tiers,
 )
 from dashboards.queries import RATE, sel
-from dashboards.thresholds import PanelThresholds
 from exporter import catalog as c
 
 UID = "gpu-memory"
@@ -26,7 +26,7 @@ def time_to_full(window: str = "10m") -> str:
     return f"{free} / ({growth} > 0)"
 
 
-def dashboard(t: PanelThresholds) -> DashboardSpec:
+def dashboard(t: Thresholds) -> DashboardSpec:
     mig_labels = ", ".join(c.MIG_LABELS)
     used_share = f"{sel(c.GPU_MEMORY_USED)} / {sel(c.GPU_MEMORY_TOTAL)}"
     items: tuple[Panel | Row, ...] = (
@@ -37,7 +37,7 @@ def dashboard(t: PanelThresholds) -> DashboardSpec:
             "warning and critical levels.",
             "percentunit",
             (Query(used_share, LEGEND),),
-            thresholds=warning_critical(t.memory_used_warning, t.memory_used_critical),
+            thresholds=tiers(t.gpu_memory_used),
             min=0,
             max=1,
             width=9,
@@ -61,7 +61,7 @@ def dashboard(t: PanelThresholds) -> DashboardSpec:
             (Query(f"min({time_to_full()})"),),
             PanelKind.STAT,
             base_color="red",
-            thresholds=(Threshold(t.memory_fill_within_seconds, "green"),),
+            thresholds=(Threshold(t.gpu_memory_filling.horizon.seconds, "green"),),
             width=6,
             fault="memory_leak",
         ),
@@ -123,7 +123,7 @@ def dashboard(t: PanelThresholds) -> DashboardSpec:
             "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True is the usual cure.",
             "percentunit",
             (Query(sel(c.TORCH_CUDA_FRAGMENTATION), LEGEND),),
-            thresholds=warning_critical(t.fragmentation_warning, t.fragmentation_critical),
+            thresholds=tiers(t.torch_fragmentation),
             min=0,
             max=1,
         ),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from alerts.thresholds import Tiers
+
 
 class PanelKind(StrEnum):
     TIMESERIES = "timeseries"
@@ -76,6 +78,11 @@ class DashboardSpec:
     @property
     def panels(self) -> list[Panel]:
         return [item for item in self.items if isinstance(item, Panel)]
+
+
+def tiers(levels: Tiers) -> tuple[Threshold, ...]:
+    """An alert's warning and critical thresholds as panel thresholds."""
+    return warning_critical(levels.warning.threshold, levels.critical.threshold)
 
 
 def warning_critical(warning: float, critical: float) -> tuple[Threshold, ...]:

@@ -343,7 +343,7 @@ INFERENCE_TIME_PER_OUTPUT_TOKEN = MetricFamily(
 INFERENCE_REQUEST_DURATION = MetricFamily(
     "inference_request_duration_seconds",
     Kind.HISTOGRAM,
-    "Time from a request's arrival to its last token (end-to-end latency)",
+    "End-to-end duration of a request, from arrival to its last token or its failure",
     (),
     "seconds",
     (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300),

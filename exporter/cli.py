@@ -379,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate-interval", default="1m", metavar="DURATION",
         help="what $__rate_interval becomes in the queries",
     )  # fmt: skip
+    generate.add_argument(
+        "--alerts-config",
+        default=None,
+        metavar="FILE",
+        help="YAML file overriding alert thresholds and for durations (see alerts/thresholds.py)",
+    )
     return parser
 
 
@@ -434,7 +440,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if args.command == "generate":
             from exporter.generate import run_generate
 
-            return run_generate(check=args.check, root=args.root)
+            return run_generate(check=args.check, root=args.root, alerts_config=args.alerts_config)
         if args.command == "dashboards":
             return preview_dashboards(args)
         setup_logging(args.log_format, args.log_level)

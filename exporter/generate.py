@@ -31,14 +31,17 @@ def replace_block(text: str, begin: str, end: str, body: str) -> str:
     return f"{head}{begin}\n{body}{end}{tail}"
 
 
-def artifacts() -> dict[str, Generator]:
-    """Relative path → generator, for every generated artifact."""
+def artifacts(alerts_config: str | None = None) -> dict[str, Generator]:
+    """Relative path → generator, for every generated artifact (`alerts_config`: a YAML file
+    overriding the alert thresholds, see alerts/thresholds.py; the dashboards draw the same)."""
+    from alerts.generate import artifacts as alert_artifacts
     from dashboards.build import artifacts as dashboard_artifacts
 
     generated: dict[str, Generator] = {
         "README.md": lambda text: replace_block(text, METRICS_BEGIN, METRICS_END, metrics_table()),
+        **alert_artifacts(alerts_config),
     }
-    generated.update(dashboard_artifacts())
+    generated.update(dashboard_artifacts(alerts_config))
     return generated
 
 
@@ -46,10 +49,10 @@ def default_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def stale_artifacts(root: Path) -> list[str]:
+def stale_artifacts(root: Path, alerts_config: str | None = None) -> list[str]:
     """Paths whose committed content differs from what generation would write."""
     stale = []
-    for rel, generate in artifacts().items():
+    for rel, generate in artifacts(alerts_config).items():
         path = root / rel
         current = path.read_text() if path.exists() else ""
         if generate(current) != current:
@@ -57,14 +60,19 @@ def stale_artifacts(root: Path) -> list[str]:
     return stale
 
 
-def run_generate(*, check: bool, root: str | None) -> int:
+def run_generate(*, check: bool, root: str | None, alerts_config: str | None = None) -> int:
     base = Path(root) if root else default_root()
+    try:
+        artifacts(alerts_config)
+    except (OSError, ValueError) as exc:
+        print(f"gpu-inference-exporter: error: --alerts-config: {exc}", file=sys.stderr)
+        return 2
     if check:
-        stale = stale_artifacts(base)
+        stale = stale_artifacts(base, alerts_config)
         for rel in stale:
             print(f"stale: {rel} (run `gpu-inference-exporter generate`)", file=sys.stderr)
         return 1 if stale else 0
-    for rel, generate in artifacts().items():
+    for rel, generate in artifacts(alerts_config).items():
         path = base / rel
         current = path.read_text() if path.exists() else ""
         new = generate(current)

@@ -100,15 +100,23 @@ def test_every_gpu_allocator_and_inference_family_is_plotted_somewhere():
             assert name in plotted, f"{name} has no panel"
 
 
-def test_thresholds_come_from_the_alert_levels():
-    from dataclasses import replace
+def test_thresholds_come_from_the_alert_config(tmp_path):
+    from alerts import thresholds
 
-    from dashboards.thresholds import load_panel_thresholds
-
-    t = replace(load_panel_thresholds(), temperature_warning=77.0, temperature_critical=88.0)
+    config = tmp_path / "thresholds.yml"
+    config.write_text(
+        "gpu_temperature:\n  warning: {threshold: 77}\n  critical: {threshold: 88}\n"
+        "torch_fragmentation:\n  critical: {threshold: 0.6}\n"
+    )
+    t = thresholds.load(config)
     fleet = next(s for s in specs(t) if s.uid == "gpu-fleet")
     hottest = next(p for p in fleet.panels if p.title == "Hottest GPU")
     assert [th.value for th in hottest.thresholds] == [77.0, 88.0]
+    memory = next(s for s in specs(t) if s.uid == "gpu-memory")
+    ratio = next(p for p in memory.panels if p.title == "Fragmentation ratio")
+    assert [th.value for th in ratio.thresholds] == [0.3, 0.6]
+    default = next(p for p in specs()[0].panels if p.title == "Hottest GPU")
+    assert [th.value for th in default.thresholds] == [85.0, 90.0]
 
 
 @pytest.mark.parametrize(
