@@ -2,7 +2,7 @@
 
 Every expression names metrics through `exporter.catalog` attributes (a family missing from the
 catalog is an AttributeError here) and `alerts.rules` checks the finished expressions again
-with `alerts.promql`. Conventions (monitoring mixins): CamelCase names, one name per condition
+with `exporter.promql`. Conventions (monitoring mixins): CamelCase names, one name per condition
 with a `warning` and a `critical` tier where both make sense, `summary` static, `description`
 templated with the GPU, the node (or instance) and the humanized value.
 """
@@ -16,7 +16,7 @@ from alerts.thresholds import Duration, Thresholds, Tier, Tiers
 from exporter import catalog as c
 from exporter.sources.xid import XID_MEANINGS
 
-UP = "up"  # Prometheus's own per-target series (alerts.promql.PROMETHEUS_SERIES)
+UP = "up"  # Prometheus's own per-target series (exporter.promql.PROMETHEUS_SERIES)
 
 WHERE = "{{ or $labels.node $labels.instance }}"
 GPU = "GPU {{ $labels.gpu }} ({{ $labels.uuid }}) on " + WHERE

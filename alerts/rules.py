@@ -8,8 +8,8 @@ import yaml
 
 from alerts.definitions import GROUPS, all_alerts, recording_rules
 from alerts.model import Alert, RecordingRule, TierRule
-from alerts.promql import expression_problems
 from alerts.thresholds import Links, Thresholds
+from exporter.promql import expression_problems
 
 RULES_PATH = "alerts/generated/rules.yml"
 GROUP_PREFIX = "gpu-inference-exporter"

@@ -118,15 +118,6 @@ def _scenario(text: str) -> object:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _boolean(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def _kv_cache_memory(text: str) -> object:
     try:
         return parse_kv_cache_memory(text)

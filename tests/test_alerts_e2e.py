@@ -11,8 +11,6 @@ the waits.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import threading
 import time
 import urllib.parse
@@ -25,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from alerts.alertmanager import AlertmanagerOptions, render_alertmanager
 from alerts.definitions import all_alerts
 from alerts.rules import render_rules
 from alerts.thresholds import DEFAULTS
 from tests.conftest import free_port, parse_metrics, run_exporter, series
+from tests.servers import binary, http_get, run_prometheus, run_server, scrape_config
 
 pytestmark = pytest.mark.e2e
 
@@ -50,17 +48,6 @@ HEALTHY = {"1", "5", "6", "7"}
 CRITICAL_KEY = "critical-routing-key-e2e"
 WARNING_KEY = "warning-routing-key-e2e"
 DEADLINE = 60.0
-
-
-def _binary(*names: str) -> str:
-    for name in names:
-        path = shutil.which(name)
-        if path:
-            return path
-    raise AssertionError(
-        f"{' or '.join(names)} not found: scripts/test installs Debian's prometheus and "
-        "prometheus-alertmanager packages"
-    )
 
 
 # --- the PagerDuty stand-in ---------------------------------------------------------------------
@@ -127,42 +114,6 @@ def pagerduty_receiver() -> Iterator[Receiver]:
 # --- servers ------------------------------------------------------------------------------------
 
 
-def _get(url: str, timeout: float = 2.0) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-
-
-@contextmanager
-def server(cmd: list[str], ready_url: str, log: Path) -> Iterator[subprocess.Popen]:
-    """Start `cmd`, wait until `ready_url` answers 200, stop it afterwards (whatever happens)."""
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"{cmd[0]} exited {proc.returncode}: {log.read_text()}")
-            try:
-                if _get(ready_url, timeout=1)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{cmd[0]} not ready in 30 s: {log.read_text()}")
-            time.sleep(0.1)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @contextmanager
 def alertmanager(tmp: Path, receiver: Receiver) -> Iterator[str]:
     port = free_port()
@@ -180,7 +131,7 @@ def alertmanager(tmp: Path, receiver: Receiver) -> Iterator[str]:
     config = tmp / "alertmanager.yml"
     config.write_text(render_alertmanager(options))
     cmd = [
-        _binary("alertmanager", "prometheus-alertmanager"),
+        binary("alertmanager", "prometheus-alertmanager"),
         f"--config.file={config}",
         f"--storage.path={tmp / 'am-data'}",
         f"--web.listen-address=127.0.0.1:{port}",
@@ -188,45 +139,24 @@ def alertmanager(tmp: Path, receiver: Receiver) -> Iterator[str]:
         "--log.level=warn",
     ]
     url = f"http://127.0.0.1:{port}"
-    with server(cmd, url + "/-/ready", tmp / "alertmanager.log"):
+    with run_server(cmd, url + "/-/ready", tmp / "alertmanager.log"):
         yield url
 
 
 @contextmanager
 def prometheus(tmp: Path, exporter_url: str, alertmanager_url: str) -> Iterator[str]:
-    port = free_port()
     rules = tmp / "rules.yml"
     rules.write_text(render_rules(DEFAULTS.scaled(SCALE)))
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(rules)],
-        "alerting": {
-            "alertmanagers": [
-                {"static_configs": [{"targets": [urllib.parse.urlsplit(alertmanager_url).netloc]}]}
-            ]
-        },
-        "scrape_configs": [
-            {
-                "job_name": DEFAULTS.exporter_job,
-                "static_configs": [{"targets": [urllib.parse.urlsplit(exporter_url).netloc]}],
-            }
-        ],
-    }
-    path = tmp / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config))
-    cmd = [
-        _binary("prometheus"),
-        f"--config.file={path}",
-        f"--storage.tsdb.path={tmp / 'prom-data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
+    with run_prometheus(
+        tmp,
+        [scrape_config(DEFAULTS.exporter_job, [exporter_url])],
+        rule_files=[rules],
+        alertmanager_url=alertmanager_url,
         # Alerts evaluated before Alertmanager is discovered are dropped, and resent only
         # after this delay (1m by default): the always-firing Watchdog would arrive late.
-        "--rules.alert.resend-delay=1s",
-        "--log.level=warn",
-    ]
-    url = f"http://127.0.0.1:{port}"
-    with server(cmd, url + "/-/ready", tmp / "prometheus.log"):
-        yield url
+        flags=["--rules.alert.resend-delay=1s"],
+    ) as prom:
+        yield prom.url
 
 
 # --- watching the exporter ----------------------------------------------------------------------
@@ -279,7 +209,7 @@ def watch_exporter(url: str, interval: float = 0.25) -> Iterator[Watch]:
     def poll() -> None:
         while not stop.wait(interval):
             try:
-                _, body = _get(url + "/metrics")
+                _, body = http_get(url + "/metrics")
             except OSError:
                 continue
             now = time.monotonic()
@@ -355,7 +285,7 @@ def watch_alertmanager(url: str, interval: float = 0.5) -> Iterator[AlertStates]
     def poll() -> None:
         while not stop.wait(interval):
             try:
-                status, body = _get(url + "/api/v2/alerts")
+                status, body = http_get(url + "/api/v2/alerts")
             except OSError:
                 continue
             if status != 200:

@@ -11,11 +11,11 @@ import yaml
 from alerts import definitions, rules
 from alerts.definitions import all_alerts, recording_rules
 from alerts.model import Alert, TierRule
-from alerts.promql import expression_problems, metric_names, selectors
 from alerts.rules import RULES_PATH, UnknownMetricError, check_rules, render_rules, rule_groups
 from alerts.runbooks import SECTIONS, missing_runbooks, render_index, runbook_path
 from alerts.thresholds import DEFAULTS, Duration, from_mapping
 from exporter import catalog
+from exporter.promql import expression_problems, metric_names, selectors
 from tests.conftest import REPO
 
 ALERTS = all_alerts(DEFAULTS)

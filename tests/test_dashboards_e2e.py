@@ -6,7 +6,7 @@ import pytest
 
 from dashboards.build import specs
 from tests.conftest import run_exporter
-from tests.prometheus_server import run_prometheus
+from tests.servers import run_prometheus, scrape_config
 from tests.test_cli import cli
 
 pytestmark = pytest.mark.e2e
@@ -40,31 +40,32 @@ def expand(expr: str) -> str:
 def test_every_panel_query_parses_and_returns_data_and_previews_draw(tmp_path):
     args = ["--backend=simulated", "--collect.interval=0.5", "--collect.processes"]
     args += [f"--simulate.scenario={s}" for s in SCENARIOS.values()]
-    with run_exporter(*args) as exporter:
-        target = exporter.url.removeprefix("http://")
-        with run_prometheus([target]) as prom:
-            prom.wait_for_samples('increase(gpu_xid_errors_total{xid="13"}[1m]) > 0')
-            time.sleep(6)  # enough samples for the 5s rate windows
-            failures, checked = [], 0
-            for spec in specs():
-                for panel in spec.panels:
-                    for query in panel.queries:
-                        answer = prom.query(expand(query.expr))
-                        where = f"{spec.uid} / {panel.title}: {query.expr}"
-                        if answer.get("status") != "success":
-                            failures.append(f"{where} does not parse: {answer.get('error')}")
-                            continue
-                        checked += 1
-                        if panel.needs in RUNNING and not answer["data"]["result"]:
-                            failures.append(f"{where} returned no data")
-            preview = cli(
-                "dashboards", "preview", f"--prometheus={prom.url}", f"--out={tmp_path}",
-                "--range=30s", "--rate-interval=5s",
-            )  # fmt: skip
+    with (
+        run_exporter(*args) as exporter,
+        run_prometheus(tmp_path, [scrape_config("gpu-inference-exporter", [exporter.url])]) as prom,
+    ):
+        prom.wait_for_samples('increase(gpu_xid_errors_total{xid="13"}[1m]) > 0')
+        time.sleep(6)  # enough samples for the 5s rate windows
+        failures, checked = [], 0
+        for spec in specs():
+            for panel in spec.panels:
+                for query in panel.queries:
+                    answer = prom.query(expand(query.expr))
+                    where = f"{spec.uid} / {panel.title}: {query.expr}"
+                    if answer.get("status") != "success":
+                        failures.append(f"{where} does not parse: {answer.get('error')}")
+                        continue
+                    checked += 1
+                    if panel.needs in RUNNING and not answer["data"]["result"]:
+                        failures.append(f"{where} returned no data")
+        preview = cli(
+            "dashboards", "preview", f"--prometheus={prom.url}", f"--out={tmp_path / 'png'}",
+            "--range=30s", "--rate-interval=5s",
+        )  # fmt: skip
     assert not failures, "\n".join(failures)
     assert checked > 60
     assert preview.returncode == 0, preview.stderr
     for spec in specs():
-        png = tmp_path / f"{spec.uid}.png"
+        png = tmp_path / "png" / f"{spec.uid}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert png.stat().st_size > 20_000  # panels drawn, not an empty canvas

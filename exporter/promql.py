@@ -1,9 +1,10 @@
 """Which metrics and labels a PromQL expression names, and whether they exist.
 
-Not a full PromQL parser: a tokenizer that tells metric names from functions, keywords and
-label names (inside `{...}`, `by (...)`, `on (...)`, ...), which is all the check needs. Rule
-expressions are built from catalog entries; this check catches what a typo in hand-written
-text (a selector string, a recording rule name) would otherwise let through.
+The alert rules and the dashboard panels are both checked with it. Not a full PromQL parser: a
+tokenizer that tells metric names from functions, keywords and label names (inside `{...}`,
+`by (...)`, `on (...)`, ...), which is all the check needs. Expressions are built from catalog
+entries; this check catches what a typo in hand-written text (a selector string, a recording
+rule name, a label) would otherwise let through.
 """
 
 from __future__ import annotations
