@@ -39,6 +39,23 @@ def dashboard(t: Thresholds) -> DashboardSpec:
             ),
             min=0,
         ),
+        Panel(
+            "SM, tensor and DRAM activity (DCGM)",
+            "What the GPU really does while utilization says busy: share of cycles the SMs had "
+            "warps (SM active), how full they were (occupancy), the tensor cores busy, and the "
+            "memory interface moving data. High utilization with low SM or tensor activity "
+            "means small or serialized kernels. From DCGM's profiling module: empty on NVML.",
+            "percentunit",
+            (
+                Query(sel(c.GPU_SM_ACTIVE), "sm active " + LEGEND),
+                Query(sel(c.GPU_SM_OCCUPANCY), "sm occupancy " + LEGEND),
+                Query(sel(c.GPU_TENSOR_ACTIVE), "tensor " + LEGEND),
+                Query(sel(c.GPU_DRAM_ACTIVE), "dram " + LEGEND),
+            ),
+            min=0,
+            max=1,
+            width=24,
+        ),
         Row("Thermal, power and clocks"),
         Panel(
             "Temperature",
@@ -118,6 +135,19 @@ def dashboard(t: Thresholds) -> DashboardSpec:
             min=0,
             width=8,
         ),
+        Panel(
+            "PCIe throughput",
+            "Bytes per second over PCIe between the host and the GPU, protocol headers "
+            "included: prompt uploads, weights loading, host offload. From DCGM's profiling "
+            "module: empty on NVML.",
+            "Bps",
+            (
+                Query(f"rate({sel(c.GPU_PCIE_TRANSMIT)}[{RATE}])", "transmit " + LEGEND),
+                Query(f"rate({sel(c.GPU_PCIE_RECEIVE)}[{RATE}])", "receive " + LEGEND),
+            ),
+            min=0,
+            width=24,
+        ),
         Row("Memory errors and Xid"),
         Panel(
             "ECC errors",
@@ -153,7 +183,7 @@ def dashboard(t: Thresholds) -> DashboardSpec:
     return DashboardSpec(
         UID,
         "GPU detail",
-        "One GPU in depth: load, memory, thermal, power, clocks and throttling, NVLink, PCIe, "
-        "ECC, row remapping and Xid.",
+        "One GPU in depth: load, memory, SM/tensor/DRAM activity, thermal, power, clocks and "
+        "throttling, NVLink, PCIe, ECC, row remapping and Xid.",
         items,
     )

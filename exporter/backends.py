@@ -11,9 +11,6 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "nvml", "dcgm", "simulated", "none")
 
-#: Backends whose source is not part of this version yet.
-NOT_YET_AVAILABLE = {"dcgm"}
-
 NO_GPU_HINT = (
     "no GPU backend found (no DCGM hostengine answered and NVML found no GPU): exporting only "
     "the exporter's own metrics, gpu_backend_up is 0. To see the whole thing on a machine "
@@ -52,13 +49,32 @@ def dcgm_hostengine_answers(address: str, timeout: float = 0.5) -> bool:
         return False
 
 
+def dcgm_usable(address: str, *, embedded: bool = False) -> bool:
+    """True when DCGM's Python bindings import and (unless embedded) a hostengine answers.
+
+    A hostengine that answers while the bindings are missing is logged: it is the one case
+    where `auto` passes DCGM over for a fixable reason.
+    """
+    from exporter.sources.dcgm.bindings import import_error
+
+    if not embedded and not dcgm_hostengine_answers(address):
+        return False
+    why_not = import_error()
+    if why_not is not None:
+        where = "embedded DCGM was asked for" if embedded else f"a hostengine answers at {address}"
+        log.warning("%s, but %s; trying NVML", where, why_not)
+        return False
+    return True
+
+
 def detect_backend(
     dcgm_address: str,
     *,
-    dcgm_probe: Callable[[str], bool] = dcgm_hostengine_answers,
+    dcgm_probe: Callable[[str], bool] = dcgm_usable,
     nvml_probe: Callable[[], int] = nvml_gpu_count,
 ) -> str:
-    """`dcgm` if a hostengine answers, else `nvml` if NVML finds a GPU, else `none`."""
+    """`dcgm` if DCGM is usable (see dcgm_usable), else `nvml` if NVML finds a GPU, else
+    `none`."""
     if dcgm_probe(dcgm_address):
         return "dcgm"
     if nvml_probe() > 0:

@@ -268,6 +268,43 @@ GPU_NVLINK_ERRORS = _counter(
     (*DEVICE_LABELS, "type"),
 )
 
+# --- Profiling: what the SMs, tensor cores and memory really do, and PCIe traffic (DCGM) --------
+
+GPU_SM_ACTIVE = _gauge(
+    "gpu_sm_active_ratio",
+    "Share of cycles an SM had at least one warp resident, averaged over all SMs: 100% "
+    "utilization with a low value means few SMs are busy (DCGM profiling)",
+    unit="ratio",
+)
+GPU_SM_OCCUPANCY = _gauge(
+    "gpu_sm_occupancy_ratio",
+    "Warps resident on the SMs over the most they can hold, averaged over the sample period "
+    "(DCGM profiling)",
+    unit="ratio",
+)
+GPU_TENSOR_ACTIVE = _gauge(
+    "gpu_tensor_active_ratio",
+    "Share of cycles the tensor-core pipes were busy (DCGM profiling)",
+    unit="ratio",
+)
+GPU_DRAM_ACTIVE = _gauge(
+    "gpu_dram_active_ratio",
+    "Share of cycles the device memory interface was sending or receiving data (DCGM profiling)",
+    unit="ratio",
+)
+GPU_PCIE_TRANSMIT = _counter(
+    "gpu_pcie_transmit_bytes_total",
+    "Bytes the GPU sent over PCIe, protocol headers included, counted from DCGM's rate since the "
+    "exporter started (DCGM profiling)",
+    unit="bytes",
+)
+GPU_PCIE_RECEIVE = _counter(
+    "gpu_pcie_receive_bytes_total",
+    "Bytes the GPU received over PCIe, protocol headers included, counted from DCGM's rate since "
+    "the exporter started (DCGM profiling)",
+    unit="bytes",
+)
+
 # --- Memory errors and Xid ----------------------------------------------------------------------
 
 GPU_ECC_ERRORS = _counter(

@@ -18,7 +18,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from exporter import __version__
-from exporter.backends import BACKENDS, NO_GPU_HINT, NOT_YET_AVAILABLE, detect_backend
+from exporter.backends import (
+    BACKENDS,
+    NO_GPU_HINT,
+    dcgm_usable,
+    detect_backend,
+)
 from exporter.harness.config import (
     DTYPE_CHOICES,
     PRESET_CHOICES,
@@ -185,8 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=BACKENDS,
         default="auto",
-        help="GPU backend. auto: DCGM if a hostengine answers, else NVML if it finds a GPU, else "
-        "none (never the simulator); simulated: a deterministic fake fleet for demos and tests",
+        help="GPU backend. auto: DCGM if a hostengine answers and DCGM's Python bindings import, "
+        "else NVML if it finds a GPU, else none (never the simulator); simulated: a deterministic "
+        "fake fleet for demos and tests",
     )
     add(
         "--web.listen-address",
@@ -228,7 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
         dest="dcgm_address",
         default="localhost:5555",
         metavar="HOST:PORT",
-        help="DCGM hostengine that --backend auto probes first",
+        help="DCGM hostengine to read (--backend dcgm), and that --backend auto probes first",
+    )
+    add(
+        "--dcgm.embedded",
+        dest="dcgm_embedded",
+        type=_boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="run DCGM inside the exporter instead of connecting to a hostengine (needs "
+        "libdcgm.so.4; the profiling metrics need the exporter to run as root)",
     )
     add(
         "--label",
@@ -470,22 +487,12 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     backend = args.backend
     if backend == "auto":
-        backend = detect_backend(args.dcgm_address)
-        if backend in NOT_YET_AVAILABLE:
-            log.warning(
-                "found a GPU through %s, but the %s source is not part of this version yet; "
-                "running without a GPU source",
-                backend,
-                backend,
-            )
-            backend = "none"
+        backend = detect_backend(
+            args.dcgm_address,
+            dcgm_probe=lambda address: dcgm_usable(address, embedded=args.dcgm_embedded),
+        )
         if backend == "none":
             log.warning(NO_GPU_HINT)
-    elif backend in NOT_YET_AVAILABLE:
-        raise CliError(
-            f"the {backend} backend is not available in this version yet; "
-            "use --backend simulated for the simulated fleet"
-        )
     if args.scenarios and backend != "simulated":
         raise CliError("--simulate.scenario needs --backend simulated")
     try:

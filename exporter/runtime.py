@@ -33,7 +33,7 @@ class Runtime:
 
 
 def build_sources(backend: str, args: argparse.Namespace) -> list[Source]:
-    """The sources for a resolved backend (`simulated`, `nvml` or `none` in this version)."""
+    """The sources for a resolved backend (`simulated`, `nvml`, `dcgm` or `none`)."""
     if backend == "simulated":
         from exporter.sources.simulated import SimulatedSource
 
@@ -50,6 +50,16 @@ def build_sources(backend: str, args: argparse.Namespace) -> list[Source]:
         from exporter.sources.nvml import NvmlSource
 
         return [NvmlSource(collect_processes=getattr(args, "collect_processes", False))]
+    if backend == "dcgm":
+        from exporter.sources.dcgm import DcgmSource
+
+        return [
+            DcgmSource(
+                address=args.dcgm_address,
+                embedded=getattr(args, "dcgm_embedded", False),
+                interval=args.interval,
+            )
+        ]
     if backend == "none":
         return []
     raise ValueError(f"no source for backend {backend!r}")

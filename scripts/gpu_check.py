@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""Check the NVML source on this machine's GPUs: start the exporter, scrape it, print a table.
+"""Check a GPU source on this machine's GPUs: start the exporter, scrape it, print a table.
 
-Starts `gpu-inference-exporter serve --backend nvml --collect.processes` on a free 127.0.0.1
-port, lets it collect for a few seconds while scraping /metrics, then prints:
+Starts `gpu-inference-exporter serve --backend nvml --collect.processes` (or, with
+`--backend dcgm`, the DCGM source against the hostengine of `--dcgm.address`, default
+localhost:5555) on a free 127.0.0.1 port, lets it collect for a few seconds while scraping
+/metrics, then prints:
 - every gpu_* family with its value per GPU (series with an extra label one row per value;
   clock-event reasons and Xid codes as the ones that are set),
-- what NVML said it does not support, per GPU (from the exporter's log),
-- scrape latency (p50/p99/max), collection duration of the NVML source (p50/max) and the
+- what the backend said it does not support (NVML) or has no value for (DCGM), per GPU, and
+  with DCGM whether the profiling module serves (all from the exporter's log),
+- scrape latency (p50/p99/max), collection duration of the source (p50/max) and the
   exporter's CPU seconds per collection cycle.
 
 Exit status: 0 when every family this hardware should answer is there; 1 when one is missing
-or the NVML source is down; 2 when the exporter fails to start or dies. Run it through
+or the source is down; 2 when the exporter fails to start or dies. Run it through
 `scripts/gpu-check` (which picks the repository's .venv). It reads the GPU and changes nothing.
 """
 
@@ -77,8 +80,25 @@ NVLINK = [
     "gpu_nvlink_receive_bytes_total",
     "gpu_nvlink_errors_total",
 ]
+#: DCGM has no graphics clock field; it adds the profiling families (on data-center GPUs).
+DCGM_MISSING = {"gpu_clock_hertz{clock=graphics}", "gpu_clock_max_hertz{clock=graphics}"}
+DCGM_PROFILING = [
+    "gpu_sm_active_ratio",
+    "gpu_sm_occupancy_ratio",
+    "gpu_tensor_active_ratio",
+    "gpu_dram_active_ratio",
+    "gpu_pcie_transmit_bytes_total",
+    "gpu_pcie_receive_bytes_total",
+]
 DATACENTER_NAMES = re.compile(r"\b(A30|A100|A800|H100|H800|H200|H20|GH200|B100|B200|GB200)\b")
-UNSUPPORTED_LOG = re.compile(r"^GPU (\d+) \(.*\): not supported by NVML here, absent: (.+)$")
+UNSUPPORTED_LOG = re.compile(
+    r"^GPU (\d+) \(.*\): (?:not supported by NVML|no value from DCGM) here, absent: (.+)$"
+)
+#: DCGM profiling state from the log: refused (with why), blank (paused), or serving again.
+PROFILING_LOG = re.compile(
+    r"^DCGM profiling (?:(unavailable: .+?)\. |(values are blank)"
+    r"|fields are watched now|values are back)"
+)
 MIG_LOG = re.compile(r"^GPU (\d+) is in MIG mode")
 #: Rows with one extra label that get one row per label value.
 ROW_PER_VALUE = {"sensor", "clock", "type", "kind"}
@@ -195,14 +215,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-def expected_for(name: str, mig: bool) -> list[str]:
+def expected_for(name: str, mig: bool, backend: str = "nvml") -> list[str]:
     want = list(CORE)
     if mig:
         want = [f for f in want if "utilization" not in f]
+    if backend == "dcgm":
+        want = [f for f in want if f not in DCGM_MISSING]
     if DATACENTER_NAMES.search(name):
         want += DATACENTER
         if "PCIe" not in name:
             want += NVLINK
+        if backend == "dcgm":
+            want += DCGM_PROFILING
     return want
 
 
@@ -211,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="how long to collect")
     parser.add_argument("--scrapes", type=int, default=60, help="scrapes spread over that time")
     parser.add_argument("--interval", default="1s", help="the exporter's --collect.interval")
+    parser.add_argument(
+        "--backend", choices=("nvml", "dcgm"), default="nvml", help="the GPU source to check"
+    )
     parser.add_argument("--expect", action="append", default=[], help="also require FAMILY")
     parser.add_argument(
         "--allow-missing", action="append", default=[], help="do not require FAMILY"
@@ -220,9 +247,11 @@ def main(argv: list[str] | None = None) -> int:
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
-    cmd = [sys.executable, "-m", "exporter", "serve", "--backend=nvml"]
+    cmd = [sys.executable, "-m", "exporter", "serve", f"--backend={args.backend}"]
     cmd += [f"--web.listen-address=127.0.0.1:{port}", f"--collect.interval={args.interval}"]
-    cmd += ["--collect.processes", "--log.format=json", *exporter_args]
+    if args.backend == "nvml":
+        cmd.append("--collect.processes")
+    cmd += ["--log.format=json", *exporter_args]
     print(f"$ {' '.join(cmd)}")
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gpu-check-{os.getpid()}.log"
     with log_path.open("w") as log_file:
@@ -260,14 +289,16 @@ def run_check(args, proc: subprocess.Popen, url: str, log_path: Path) -> int:
         try:
             _, body = scrape(url, timeout=2)
             if any(
-                n == "exporter_source_up" and lb.get("source") == "nvml" and v == 1
+                n == "exporter_source_up" and lb.get("source") == args.backend and v == 1
                 for n, lb, v in parse(body)
             ):
                 break
         except OSError:
             pass
         if time.monotonic() > deadline:
-            print(f"FAIL: the NVML source did not come up within {args.startup_timeout:g}s")
+            print(
+                f"FAIL: the {args.backend} source did not come up within {args.startup_timeout:g}s"
+            )
             for e in read_log(log_path):
                 if e.get("level") in ("warning", "error", "raw"):
                     print("  ", e.get("msg"))
@@ -283,7 +314,7 @@ def run_check(args, proc: subprocess.Popen, url: str, log_path: Path) -> int:
         samples = parse(body)
         stamp = _cycle_stamp(body)
         for n, lb, v in samples:
-            if n == "exporter_collect_duration_seconds" and lb.get("source") == "nvml":
+            if n == "exporter_collect_duration_seconds" and lb.get("source") == args.backend:
                 durations[stamp] = v
         time.sleep(pause)
     cpu1, cycles1 = cpu_seconds(proc.pid), _cycle_stamp(body)
@@ -298,25 +329,33 @@ def run_check(args, proc: subprocess.Popen, url: str, log_path: Path) -> int:
     up = {lb["gpu"]: v for n, lb, v in samples if n == "gpu_up"}
     unsupported: dict[str, str] = {}
     mig: set[str] = set()
+    profiling = "serving" if args.backend == "dcgm" else ""
     for e in log:
         msg = str(e.get("msg", ""))
         if m := UNSUPPORTED_LOG.match(msg):
             unsupported[m.group(1)] = m.group(2)
+        if m := PROFILING_LOG.match(msg):
+            profiling = m.group(1) or m.group(2) or "serving"
         if m := MIG_LOG.match(msg):
             mig.add(m.group(1))
 
     print()
     info = next((lb for n, lb, _ in samples if n == "gpu_info"), {})
     print(
-        f"driver {info.get('driver_version', '?')}, CUDA {info.get('cuda_version', '?')}, "
+        f"driver {info.get('driver_version') or '?'}, CUDA {info.get('cuda_version') or '?'}, "
         f"{len(gpus)} GPU(s)"
     )
     rows, present = table(samples, gpus)
     print_table(rows, ["family", *(f"GPU {g}" for g in gpus)])
 
-    print("\nNot supported by NVML (absent, decided at start):")
+    if args.backend == "dcgm":
+        print("\nNo value from DCGM (absent, seen at the first reading):")
+    else:
+        print("\nNot supported by NVML (absent, decided at start):")
     for gpu in gpus:
         print(f"  GPU {gpu}: {unsupported.get(gpu, 'nothing')}")
+    if profiling:
+        print(f"\nDCGM profiling module: {profiling}")
 
     print("\nTimings:")
     print(
@@ -326,7 +365,7 @@ def run_check(args, proc: subprocess.Popen, url: str, log_path: Path) -> int:
     )
     d = list(durations.values())
     print(
-        f"  collect (nvml)       p50 {statistics.median(d) * 1e3:7.2f} ms   "
+        f"  collect ({args.backend})       p50 {statistics.median(d) * 1e3:7.2f} ms   "
         f"max {max(d) * 1e3:7.2f} ms   ({len(d)} cycles)"
     )
     cycles = len({s for s in durations if cycles0 < s <= cycles1}) or len(d)
@@ -339,13 +378,15 @@ def run_check(args, proc: subprocess.Popen, url: str, log_path: Path) -> int:
     problems = []
     for n, lb, v in samples:
         failed = n == "exporter_collect_errors_total" and lb.get("reason") in ("invalid", "error")
-        if failed and lb.get("source") == "nvml" and v > 0:
-            problems.append(f"the NVML source had {v:g} collection(s) fail: {lb['reason']}")
+        if failed and lb.get("source") == args.backend and v > 0:
+            problems.append(
+                f"the {args.backend} source had {v:g} collection(s) fail: {lb['reason']}"
+            )
     for gpu in gpus:
         if up.get(gpu) != 1:
             problems.append(f"GPU {gpu} is down (gpu_up {up.get(gpu)})")
             continue
-        want = expected_for(names.get(gpu, ""), gpu in mig) + args.expect
+        want = expected_for(names.get(gpu, ""), gpu in mig, args.backend) + args.expect
         missing = [f for f in want if f not in present[gpu] and f not in args.allow_missing]
         if missing:
             problems.append(f"GPU {gpu} ({names.get(gpu)}) is missing: {', '.join(missing)}")

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.fake_nvml.fixtures"]
+pytest_plugins = ["tests.fake_nvml.fixtures", "tests.fake_dcgm.fixtures"]
 
 
 def free_port() -> int:

@@ -76,7 +76,7 @@ def test_serve_help_explains_every_flag_and_its_environment_variable():
             ["serve", "--simulate.scenario", "gpu_lost:start=2", "--backend", "none"],
             "--simulate.scenario needs --backend simulated",
         ),
-        (["serve", "--backend", "dcgm"], "not available in this version yet"),
+        (["serve", "--dcgm.embedded=maybe"], "expected true or false, got 'maybe'"),
         (["serve", "--backend=simulated", "--simulate.scenario=gpu_lost:gpu=9"], "gpu"),
         (
             ["serve", "--backend=simulated", "--simulate.gpus=2", "--simulate.scenario=idle:gpu=2"],

@@ -85,6 +85,13 @@ NOT_FROM_NVML = {
     catalog.GPU_MIG_MEMORY_FREE.name,
     catalog.GPU_MIG_MEMORY_TOTAL.name,
     catalog.GPU_PROCESS_MEMORY_USED.name,
+    # DCGM's profiling module only:
+    catalog.GPU_SM_ACTIVE.name,
+    catalog.GPU_SM_OCCUPANCY.name,
+    catalog.GPU_TENSOR_ACTIVE.name,
+    catalog.GPU_DRAM_ACTIVE.name,
+    catalog.GPU_PCIE_TRANSMIT.name,
+    catalog.GPU_PCIE_RECEIVE.name,
 }
 
 

@@ -5,7 +5,6 @@ import argparse
 import pytest
 
 from exporter import catalog
-from exporter.backends import NOT_YET_AVAILABLE
 from exporter.cli import build_parser, with_environment
 from exporter.runtime import build_sources
 from exporter.sources.nvml import NvmlSource
@@ -19,7 +18,6 @@ def parse(argv, environ=None) -> argparse.Namespace:
 
 
 def test_nvml_is_an_available_backend_and_builds_the_nvml_source():
-    assert "nvml" not in NOT_YET_AVAILABLE
     sources = build_sources("nvml", parse(["serve", "--backend=nvml", "--collect.processes"]))
     assert [type(s) for s in sources] == [NvmlSource]
     assert sources[0].name == "nvml" and sources[0].collect_processes is True

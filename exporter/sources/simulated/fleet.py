@@ -1,7 +1,8 @@
 """The simulated GPU fleet: deterministic load, power, thermal and memory models plus faults.
 
 Time is the injected clock minus its reading at construction. The physics (load, power,
-clocks, temperature and the integrals of energy, NVLink bytes and clock-event seconds) advances
+clocks, temperature, the DCGM-like profiling ratios, and the integrals of energy, NVLink and
+PCIe bytes and clock-event seconds) advances
 on a fixed 1-second grid, so the values read at a given time do not depend on how often
 `collect()` was called; between grid points counters grow linearly at the current rate.
 Memory figures are functions of the time itself, and scripted events (Xid, ECC, NVLink errors,
@@ -90,6 +91,12 @@ class _Step:
     tx_rate: float
     rx_rate: float
     target: float  # the temperature the GPU tends to
+    sm_active: float  # profiling ratios (DCGM-like), following the load
+    sm_occupancy: float
+    tensor_active: float
+    dram_active: float
+    pcie_tx_rate: float  # bytes/s
+    pcie_rx_rate: float
 
 
 class _Gpu:
@@ -114,6 +121,15 @@ class _Gpu:
         self.mem_wave = (rng.uniform(600.0, 1200.0), rng.uniform(0.0, _TAU))
         self.alloc_wave = (rng.uniform(200.0, 400.0), rng.uniform(0.0, _TAU))
         self.split_wave = (rng.uniform(300.0, 600.0), rng.uniform(0.0, _TAU))
+        # The profiling figures draw from a stream of their own: the others stay as they were.
+        prof = random.Random(f"simulated-gpu-profiling:{seed}:{index}")
+        self.sm_share = prof.uniform(0.78, 0.92)  # SM active per unit of utilization
+        self.occupancy_share = prof.uniform(0.35, 0.55)  # of the active SMs' warp slots
+        self.tensor_share = prof.uniform(0.40, 0.60)  # of the active SM cycles
+        self.tensor_wave = (prof.uniform(120.0, 240.0), prof.uniform(0.0, _TAU))
+        self.dram_share = prof.uniform(0.75, 0.95)  # of the memory copy utilization
+        self.pcie_full_load = prof.uniform(0.6e9, 1.2e9)  # bytes/s sent at utilization 1
+        self.pcie_rx_share = prof.uniform(1.2, 1.6)
         self.labels = {"gpu": str(index), "uuid": self.uuid}
         self.templates = self._templates()
         # Integrated state, committed at grid points.
@@ -121,6 +137,8 @@ class _Gpu:
         self.energy = 0.0
         self.tx = 0.0
         self.rx = 0.0
+        self.pcie_tx = 0.0
+        self.pcie_rx = 0.0
         self.event_seconds = [0.0] * len(_REASONS)
         draws = (rng.random(), rng.random(), rng.random())
         first = self._physics(0, draws, temp=-math.inf)
@@ -181,9 +199,13 @@ class _Gpu:
             up_share = (m.nvlink_links - len(down)) / m.nvlink_links
             tx_rate = m.nvlink_full_load_bytes_per_second * util * min(1.0, share) * up_share
         offset = COOLING_FAILURE_CELSIUS if self._active("thermal_throttle", t) else 0.0
+        copy_util = min(1.0, util * self.copy_share * (0.95 + 0.1 * r3))
+        sm_active = min(1.0, util * self.sm_share)
+        tensor = 0.9 + 0.1 * math.sin(_TAU * t / self.tensor_wave[0] + self.tensor_wave[1])
+        pcie_tx = self.pcie_full_load * util
         return _Step(
             util=util,
-            copy_util=min(1.0, util * self.copy_share * (0.95 + 0.1 * r3)),
+            copy_util=copy_util,
             limit=float(limit),
             power=power,
             clocks=(
@@ -196,6 +218,12 @@ class _Gpu:
             tx_rate=tx_rate,
             rx_rate=tx_rate * self.rx_share,
             target=m.inlet_celsius + offset + m.thermal_resistance * power,
+            sm_active=sm_active,
+            sm_occupancy=sm_active * self.occupancy_share,
+            tensor_active=sm_active * self.tensor_share * tensor,
+            dram_active=min(1.0, copy_util * self.dram_share),
+            pcie_tx_rate=pcie_tx,
+            pcie_rx_rate=pcie_tx * self.pcie_rx_share,
         )
 
     def advance(self, t: float) -> None:
@@ -206,6 +234,8 @@ class _Gpu:
             self.energy += s.power * STEP_SECONDS
             self.tx += s.tx_rate * STEP_SECONDS
             self.rx += s.rx_rate * STEP_SECONDS
+            self.pcie_tx += s.pcie_tx_rate * STEP_SECONDS
+            self.pcie_rx += s.pcie_rx_rate * STEP_SECONDS
             for i, on in enumerate(s.reasons):
                 if on:
                     self.event_seconds[i] += STEP_SECONDS
@@ -310,6 +340,14 @@ class _Gpu:
         out += [c.GPU_CLOCK_EVENT_ACTIVE.sample(0, **lb, reason=r) for r in _REASONS]
         out += [c.GPU_CLOCK_EVENT_SECONDS.sample(0, **lb, reason=r) for r in _REASONS]
         out.append(c.GPU_PCIE_REPLAYS.sample(0, **lb))
+        out += [
+            c.GPU_SM_ACTIVE.sample(0, **lb),
+            c.GPU_SM_OCCUPANCY.sample(0, **lb),
+            c.GPU_TENSOR_ACTIVE.sample(0, **lb),
+            c.GPU_DRAM_ACTIVE.sample(0, **lb),
+            c.GPU_PCIE_TRANSMIT.sample(0, **lb),
+            c.GPU_PCIE_RECEIVE.sample(0, **lb),
+        ]
         if m.nvlink_links:
             out += [
                 c.GPU_NVLINK_LINK_UP.sample(0, **lb, link=str(i)) for i in range(m.nvlink_links)
@@ -365,6 +403,12 @@ class _Gpu:
                 for sec, on in zip(self.event_seconds, s.reasons, strict=True)
             ),
             0,
+            s.sm_active,
+            s.sm_occupancy,
+            s.tensor_active,
+            s.dram_active,
+            self.pcie_tx + s.pcie_tx_rate * dt,
+            self.pcie_rx + s.pcie_rx_rate * dt,
         ]
         if m.nvlink_links:
             down = {x.link for x in self._active("nvlink_down", t)}
