@@ -124,7 +124,7 @@ def main() -> int:
     env = {**os.environ, **subprocess_env(library, config)}
 
     ours = [sys.executable, "-m", "exporter", "serve", "--backend=nvml"]
-    ours += [f"--collect.interval={args.interval}", "--log.level=warning"]
+    ours += [f"--collect.interval={args.interval}", "--log.level=warning", "--no-harness"]
     peers = [
         Peer("gpu-inference-exporter", ours, b'gpu_up{gpu="0"'),
         Peer(

@@ -36,6 +36,7 @@ log = logging.getLogger("exporter")
 
 ENV_PREFIX = "GIE_"
 DEFAULT_PORT = 9466
+DEFAULT_HARNESS_ADDRESS = "127.0.0.1:9467"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -134,6 +135,42 @@ def _harness_device(text: str) -> str:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text.strip()):
         raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
     return text.strip()
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a ratio in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a ratio in (0, 1], got {text!r}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected requests per second (0 or more), got {text!r}")
+    return value
+
+
+def _length_distribution(text: str) -> object:
+    from exporter.harness.loadgen import parse_length_distribution
+
+    try:
+        return parse_length_distribution(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _Negated(argparse.Action):
+    """`--no-X[=BOOL]`: sets X to the opposite of BOOL (true when bare)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        setattr(namespace, self.dest, not (True if values is None else values))
 
 
 def env_name(flag: str) -> str:
@@ -295,10 +332,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=_boolean,
         nargs="?",
         const=True,
-        default=False,
+        default=None,
         metavar="BOOL",
         help="run the embedded inference harness (needs the harness extra: PyTorch) and export "
-        "its inference_* figures and this process's torch_cuda_* allocator figures",
+        "its inference_* figures and this process's torch_cuda_* allocator figures (default: "
+        "on when PyTorch is installed)",
+    )
+    add(
+        "--no-harness",
+        dest="harness",
+        action=_Negated,
+        type=_boolean,
+        nargs="?",
+        default=argparse.SUPPRESS,
+        metavar="BOOL",
+        help="do not run the inference harness, even with PyTorch installed",
     )
     add(
         "--harness.preset",
@@ -347,6 +395,82 @@ def build_parser() -> argparse.ArgumentParser:
         choices=DTYPE_CHOICES,
         default="auto",
         help="harness weights and KV cache dtype; auto: bfloat16 on CUDA, float32 on CPU",
+    )
+    add(
+        "--harness.listen-address",
+        dest="harness_listen_address",
+        type=parse_listen_address,
+        default=parse_listen_address(DEFAULT_HARNESS_ADDRESS),
+        metavar="HOST:PORT",
+        help="address of the harness's HTTP API (POST /v1/completions, GET /v1/models); it "
+        "runs computations, so it listens on loopback unless told otherwise",
+    )
+    add(
+        "--harness.max-prompt-tokens",
+        dest="harness_max_prompt_tokens",
+        type=_positive_int,
+        default=512,
+        metavar="TOKENS",
+        help="longest prompt accepted; a longer one is refused at the edge (HTTP 413)",
+    )
+    add(
+        "--harness.max-tokens",
+        dest="harness_max_tokens",
+        type=_positive_int,
+        default=256,
+        metavar="TOKENS",
+        help="largest max_tokens accepted; a larger one is refused at the edge (HTTP 400)",
+    )
+    add(
+        "--harness.shed-kv-utilization",
+        dest="harness_shed_kv_utilization",
+        type=_ratio,
+        default=0.9,
+        metavar="RATIO",
+        help="KV cache utilization from which new requests are shed (HTTP 503, Retry-After)",
+    )
+    add(
+        "--harness.max-waiting",
+        dest="harness_max_waiting",
+        type=_positive_int,
+        default=32,
+        metavar="N",
+        help="requests the queue holds before new ones are shed (HTTP 503, Retry-After)",
+    )
+    add(
+        "--harness.request-timeout",
+        dest="harness_request_timeout",
+        type=parse_duration,
+        default=5.0,
+        metavar="DURATION",
+        help="deadline of a request, queued or running; past it the request ends, its KV "
+        "blocks are freed and the client gets HTTP 504",
+    )
+    add(
+        "--harness.load",
+        dest="harness_load",
+        type=_rate,
+        default=0.0,
+        metavar="RATE",
+        help="synthetic load through the harness's API: requests per second, Poisson arrivals "
+        "(0: off)",
+    )
+    add(
+        "--harness.load.prompt-tokens",
+        dest="harness_load_prompt_tokens",
+        type=_length_distribution,
+        default="uniform:16,256",
+        metavar="DIST",
+        help="prompt lengths of the synthetic load: N, uniform:MIN,MAX, exponential:MEAN or "
+        "lognormal:MEDIAN,SIGMA",
+    )
+    add(
+        "--harness.load.max-tokens",
+        dest="harness_load_max_tokens",
+        type=_length_distribution,
+        default="uniform:16,128",
+        metavar="DIST",
+        help="output lengths (max_tokens) of the synthetic load, as for prompt lengths",
     )
     add("--log.format", dest="log_format", choices=FORMATS, default="text", help="log format")
     add("--log.level", dest="log_level", choices=LEVELS, default="info", help="log level")
@@ -507,5 +631,6 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return asyncio.run(
             run_until_signalled(runtime, args.listen_address, (signal.SIGINT, signal.SIGTERM))
         )
-    except OSError as exc:
-        raise CliError(f"cannot listen on {args.listen_address}: {exc.strerror or exc}") from None
+    except OSError as exc:  # the harness's listener names its own address
+        where = getattr(exc, "address", args.listen_address)
+        raise CliError(f"cannot listen on {where}: {exc.strerror or exc}") from None

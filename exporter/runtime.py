@@ -20,6 +20,7 @@ from exporter.sources import Source
 
 if TYPE_CHECKING:
     from exporter.cli import ListenAddress
+    from exporter.harness.api.server import ApiServer
     from exporter.harness.engine import Engine
 
 log = logging.getLogger("exporter")
@@ -30,6 +31,7 @@ class Runtime:
     sampler: Sampler
     app: web.Application
     harness: Engine | None = None  # the inference harness, started and stopped with the runtime
+    harness_api: ApiServer | None = None  # its HTTP API (and synthetic load), likewise
 
 
 def build_sources(backend: str, args: argparse.Namespace) -> list[Source]:
@@ -96,12 +98,53 @@ def build_harness(args: argparse.Namespace) -> tuple[Engine, list[Source]]:
     return engine, [HarnessSource(engine.metrics), TorchAllocatorSource()]
 
 
+def harness_wanted(args: argparse.Namespace) -> bool:
+    """--harness: yes (a missing PyTorch is then an error); --no-harness: no; neither: when
+    PyTorch is installed, else no, said in one log line."""
+    wanted = getattr(args, "harness", False)
+    if wanted is not None:
+        return bool(wanted)
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        log.warning(
+            "the inference harness is off: PyTorch is not installed (%s); install it with "
+            "pip install 'gpu-inference-exporter[harness]', or pass --no-harness to say so",
+            exc.name or exc,
+        )
+        return False
+    return True
+
+
+def build_harness_api(args: argparse.Namespace, engine: Engine) -> ApiServer:
+    """The harness's HTTP API on --harness.listen-address, with its limits and load."""
+    from exporter.harness.api.admission import AdmissionLimits
+    from exporter.harness.api.server import ApiServer, ApiSettings
+    from exporter.harness.loadgen import LoadProfile
+
+    limits = AdmissionLimits(
+        max_prompt_tokens=args.harness_max_prompt_tokens,
+        max_tokens=args.harness_max_tokens,
+        shed_kv_utilization=args.harness_shed_kv_utilization,
+        max_waiting=args.harness_max_waiting,
+        request_timeout=args.harness_request_timeout,
+    )
+    load = None
+    if args.harness_load > 0:
+        load = LoadProfile(
+            args.harness_load, args.harness_load_prompt_tokens, args.harness_load_max_tokens
+        )
+    address = args.harness_listen_address
+    return ApiServer(engine, ApiSettings(address.host, address.port, limits, load))
+
+
 def build_runtime(*, backend: str, args: argparse.Namespace, const_labels: Labels) -> Runtime:
     sources = build_sources(backend, args)
-    harness = None
-    if getattr(args, "harness", False):
+    harness = harness_api = None
+    if harness_wanted(args):
         harness, harness_sources = build_harness(args)
         sources += harness_sources
+        harness_api = build_harness_api(args, harness)
     gpu_backend = backend if backend != "none" else None
     sampler = Sampler(
         sources,
@@ -110,7 +153,9 @@ def build_runtime(*, backend: str, args: argparse.Namespace, const_labels: Label
         const_labels=const_labels,
         gpu_backend=gpu_backend,
     )
-    return Runtime(sampler=sampler, app=build_app(sampler), harness=harness)
+    ready_checks = [harness.readiness] if harness is not None else []
+    app = build_app(sampler, ready_checks=ready_checks)
+    return Runtime(sampler=sampler, app=app, harness=harness, harness_api=harness_api)
 
 
 async def run_until_signalled(
@@ -134,6 +179,8 @@ async def run_until_signalled(
             ", ".join(runtime.sampler.source_names) or "none",
             runtime.sampler.interval,
         )
+        if runtime.harness_api is not None:
+            await runtime.harness_api.start()
         collecting = asyncio.create_task(runtime.sampler.run(), name="sampler")
         stopping = asyncio.create_task(stop.wait(), name="stop")
         done, _ = await asyncio.wait({collecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -145,6 +192,8 @@ async def run_until_signalled(
         log.info("stopping")
         return 0
     finally:
+        if runtime.harness_api is not None:
+            await runtime.harness_api.stop()
         await runner.cleanup()
         if runtime.harness is not None:
             await asyncio.to_thread(runtime.harness.stop)

@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd += [f"--web.listen-address=127.0.0.1:{port}", f"--collect.interval={args.interval}"]
     if args.backend == "nvml":
         cmd.append("--collect.processes")
-    cmd += ["--log.format=json", *exporter_args]
+    cmd += ["--log.format=json", "--no-harness", *exporter_args]
     print(f"$ {' '.join(cmd)}")
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gpu-check-{os.getpid()}.log"
     with log_path.open("w") as log_file:

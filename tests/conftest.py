@@ -49,6 +49,7 @@ def series(metrics: dict, name: str, **labels: str) -> dict[tuple, float]:
 class RunningExporter:
     url: str
     process: subprocess.Popen
+    harness_url: str = ""  # the harness's API, when it runs
 
     def get(self, path: str = "/metrics", timeout: float = 5.0) -> tuple[int, str]:
         try:
@@ -64,8 +65,13 @@ class RunningExporter:
 
 
 @contextmanager
-def run_exporter(*args: str, env: dict[str, str] | None = None) -> Iterator[RunningExporter]:
-    """Start `gpu-inference-exporter serve ARGS` on a free 127.0.0.1 port; stop it afterwards."""
+def run_exporter(
+    *args: str, env: dict[str, str] | None = None, harness: bool = False
+) -> Iterator[RunningExporter]:
+    """Start `gpu-inference-exporter serve ARGS` on a free 127.0.0.1 port; stop it afterwards.
+
+    Without the inference harness (`--no-harness`: loading PyTorch and a model costs seconds)
+    unless `harness`; with it, the harness's API listens on a free port too (`harness_url`)."""
     port = free_port()
     cmd = [
         sys.executable,
@@ -73,8 +79,15 @@ def run_exporter(*args: str, env: dict[str, str] | None = None) -> Iterator[Runn
         "exporter",
         "serve",
         f"--web.listen-address=127.0.0.1:{port}",
-        *args,
     ]
+    harness_url = ""
+    if harness:
+        harness_port = free_port()
+        cmd.append(f"--harness.listen-address=127.0.0.1:{harness_port}")
+        harness_url = f"http://127.0.0.1:{harness_port}"
+    else:
+        cmd.append("--no-harness")
+    cmd += args
     proc = subprocess.Popen(
         cmd,
         cwd=REPO,
@@ -83,7 +96,7 @@ def run_exporter(*args: str, env: dict[str, str] | None = None) -> Iterator[Runn
         stderr=subprocess.STDOUT,
         text=True,
     )
-    running = RunningExporter(f"http://127.0.0.1:{port}", proc)
+    running = RunningExporter(f"http://127.0.0.1:{port}", proc, harness_url)
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -106,7 +106,9 @@ def test_a_port_in_use_is_a_clear_error():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        out = cli("serve", "--backend", "none", f"--web.listen-address=127.0.0.1:{port}")
+        out = cli(
+            "serve", "--backend", "none", "--no-harness", f"--web.listen-address=127.0.0.1:{port}"
+        )
     assert out.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
     assert "Traceback" not in out.stderr

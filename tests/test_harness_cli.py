@@ -19,7 +19,7 @@ WITHOUT_TORCH = (
 
 def test_harness_flags_have_defaults_and_environment_variables():
     args = parse(["serve"])
-    assert args.harness is False
+    assert args.harness is None  # on when PyTorch is installed
     assert (args.harness_preset, args.harness_device, args.harness_dtype) == ("auto",) * 3
     assert args.harness_block_size == 16 and args.harness_weights is None
     assert args.harness_kv_cache_memory is None  # by device: 256MiB on CUDA, 64MiB on CPU
@@ -40,6 +40,8 @@ def test_harness_flags_have_defaults_and_environment_variables():
     assert args.harness_weights == "/models/small.safetensors"
     assert parse(["serve", "--harness"]).harness is True
     assert parse(["serve", "--harness=false"], {"GIE_HARNESS": "1"}).harness is False
+    assert parse(["serve", "--no-harness"], {"GIE_HARNESS": "1"}).harness is False
+    assert parse(["serve", "--no-harness=false"]).harness is True
 
 
 @pytest.mark.parametrize(
@@ -103,7 +105,7 @@ def test_a_missing_weights_file_is_a_usage_error():
 
 def test_serve_with_the_harness_exports_its_figures():
     args = ["--backend=none", "--collect.interval=0.2", "--harness"]
-    with run_exporter(*args, "--harness.kv-cache-memory=1MiB") as exp:
+    with run_exporter(*args, "--harness.kv-cache-memory=1MiB", harness=True) as exp:
         deadline = time.monotonic() + 30
         while True:
             m = exp.metrics()

@@ -19,4 +19,6 @@ Modules, one job each:
   runner            one model step: batch tensors in, sampled tokens out
   core              the synchronous engine: requests, steps, metrics
   engine            the threaded, asyncio-facing engine (the embedding API)
+  api/              the HTTP API: validation, admission control, SSE, its listener
+  loadgen           the synthetic load generator: Poisson arrivals through the API (torch-free)
 """
