@@ -30,34 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
+from bench.report import ms, percentile, table
 from exporter.harness.build import build_core
 from exporter.harness.config import EngineConfig, parse_kv_cache_memory
 from exporter.harness.engine import Completion, Engine
 from exporter.harness.metrics import HarnessMetrics, NullMetrics
 from exporter.harness.sequence import Sequence
-
-
-def table(title: str, header: list[str], rows: list[list[str]], note: str = "") -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)))
-    if note:
-        print(note)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0-100)."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f}"
 
 
 def prompt_of(rng: random.Random, length: int) -> list[int]:

@@ -39,6 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.report import ms, percentile, table  # noqa: E402
 from exporter.harness.loadgen import (  # noqa: E402
     LoadGenerator,
     LoadProfile,
@@ -52,29 +53,6 @@ PROMPTS = "lognormal:96,0.9"
 OUTPUTS = "uniform:16,128"
 MAX_PROMPT_TOKENS = 512
 SERVER_OUTCOMES = ("ok", "rejected", "shed", "timeout", "error", "cancelled")
-
-
-def table(title: str, header: list[str], rows: list[list[str]], note: str = "") -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)))
-    if note:
-        print(note)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0-100)."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f}"
 
 
 def free_port() -> int:

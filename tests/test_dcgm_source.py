@@ -15,6 +15,7 @@ from exporter.sources.dcgm import fields as F
 from exporter.sources.dcgm.counters import RateCounter
 from exporter.sources.dcgm.values import FP64_BLANK, INT64_BLANK, number
 from exporter.sources.xid import WATCHED_XIDS
+from tests.clock import Clock
 
 MIB = 1024 * 1024
 PROFILING_FAMILIES = {
@@ -27,22 +28,9 @@ PROFILING_FAMILIES = {
 }
 
 
-class Clock:
-    """A clock the test moves: the source's backoff and the fake hostengine's samples."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock(fake_dcgm) -> Clock:
-    c = Clock()
+    c = Clock(1_700_000_000.0)
     fake_dcgm.set_clock(c)
     return c
 

@@ -12,23 +12,11 @@ from exporter.sources import SourceUnavailable
 from exporter.sources.clock_events import CLOCK_EVENT_REASONS
 from exporter.sources.nvml import NvmlSource
 from exporter.sources.xid import WATCHED_XIDS
+from tests.clock import Clock
 
 MIB = 1024 * 1024
 TOTAL = 81559 * MIB  # the fake's H100 80GB
 RESERVED = 510 * MIB
-
-
-class Clock:
-    """A monotonic clock the test moves (for the backoff schedule)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
