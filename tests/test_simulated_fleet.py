@@ -18,7 +18,8 @@ from exporter.sources.clock_events import (
     reasons_from_bitmask,
 )
 from exporter.sources.simulated import GPU_MODELS, SimulatedSource, parse_scenario
-from exporter.sources.xid import DEAD_GPU_XIDS, WATCHED_XIDS, XID_MEANINGS, XidCounters
+from exporter.sources.xid import WATCHED_XIDS, XidCounters
+from exporter.xid_catalog import XID_CATALOG, xid_bucket
 
 H100 = GPU_MODELS["H100 SXM 80GB"]
 #: Not on a default simulated GPU: the MIG-only families (no simulated GPU is in MIG mode) and
@@ -717,12 +718,18 @@ def test_idle_drops_load_power_and_clocks_and_cools_with_inertia():
 # --- shared helpers: Xid counters and clock-event reasons ------------------------------------
 
 
-def test_xid_tables_cover_the_well_known_codes():
-    for code in (13, 31, 43, 45, 48, 61, 62, 63, 64, 68, 69, 74, 79, 92, 94, 95, 119, 120, 140):
-        assert XID_MEANINGS[code]
-    assert {48, 62, 63, 64, 74, 79, 92, 94, 95, 119, 120} == DEAD_GPU_XIDS
-    assert set(WATCHED_XIDS) == set(XID_MEANINGS)
-    assert "fallen off the bus" in XID_MEANINGS[79]
+def test_xid_table_follows_nvidias_resolution_buckets():
+    for code in (13, 31, 43, 45, 48, 62, 63, 64, 68, 69, 74, 79, 92, 94, 95, 119, 120, 140, 154):
+        assert XID_CATALOG[code].description
+    assert xid_bucket(79) == "RESTART_BM"  # fallen off the bus: reboot the node
+    assert xid_bucket(95) == "RESET_GPU" and xid_bucket(94) == "RESTART_APP"
+    assert xid_bucket(63) == "IGNORE" and xid_bucket(154) == "XID_154"
+    assert xid_bucket(9999) == "CONTACT_SUPPORT"  # not in the catalog
+    # every code whose bucket asks more than an application restart is pre-seeded
+    for code, info in XID_CATALOG.items():
+        if info.bucket in ("RESET_GPU", "RESTART_BM", "XID_154"):
+            assert code in WATCHED_XIDS, code
+    assert "fallen off the bus" in XID_CATALOG[79].description
 
 
 def test_xid_counters_pre_seed_every_watched_code_at_zero():
