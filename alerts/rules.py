@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import yaml
 
 from alerts.definitions import GROUPS, all_alerts, recording_rules
 from alerts.model import Alert, RecordingRule, TierRule
-from alerts.thresholds import Links, Thresholds
-from exporter.promql import expression_problems
+from alerts.thresholds import Links, Thresholds, parse_matcher
+from exporter.promql import expression_problems, with_matcher
 
 RULES_PATH = "alerts/generated/rules.yml"
 GROUP_PREFIX = "gpu-inference-exporter"
@@ -43,36 +44,100 @@ def check_rules(records: list[RecordingRule], alerts: list[Alert]) -> None:
         raise UnknownMetricError("; ".join(problems))
 
 
+#: The label every rule of this project carries: Alertmanager routes only these to PagerDuty.
+MIXIN_LABEL = ("mixin", "gpu-inference-exporter")
+#: The label a scoped rule carries: the name of the thresholds scope it applies.
+SCOPE_LABEL = "threshold_scope"
+
+
 def dashboard_link(links: Links, alert: Alert) -> str:
-    """The dashboard URL of an alert, with its instance (and GPU) as dashboard variables."""
+    """The dashboard URL of an alert, with its cluster, node (and GPU) as variables."""
     url = links.dashboard_url(alert.dashboard)
-    if alert.scope in ("gpu", "target"):
-        url += "?var-instance={{ $labels.instance | urlquery }}"
+    if alert.scope == "global":
+        return url
+    url += "?var-cluster={{ $labels.cluster | urlquery }}"
+    if alert.scope in ("gpu", "node", "instance"):
+        url += "&var-node={{ $labels.node | urlquery }}"
     if alert.scope == "gpu":
         url += "&var-gpu={{ $labels.gpu }}"
+    if alert.scope in ("instance", "service"):
+        url += "&var-job={{ $labels.job | urlquery }}"
     return url
 
 
-def alerting_rule(alert: Alert, tier: TierRule, links: Links) -> dict[str, Any]:
+def alerting_rule(
+    alert: Alert, tier: TierRule, t: Thresholds, extra: tuple[tuple[str, str], ...] = ()
+) -> dict[str, Any]:
     rule: dict[str, Any] = {"alert": alert.name, "expr": tier.expr}
     if tier.for_.seconds:
         rule["for"] = str(tier.for_)
-    rule["labels"] = {"severity": tier.severity, "component": alert.component}
+    keep = t.keep_firing_for if tier.keep_firing_for is None else tier.keep_firing_for
+    if keep.seconds and alert.scope != "global":
+        rule["keep_firing_for"] = str(keep)
+    rule["labels"] = {
+        "severity": tier.severity,
+        "component": alert.component,
+        "scope": alert.scope,
+        MIXIN_LABEL[0]: MIXIN_LABEL[1],
+        **dict(tier.labels),
+        **dict(extra),
+    }
     rule["annotations"] = {
         "summary": alert.summary,
         "description": tier.description,
         "value": alert.value,
-        "runbook_url": links.runbook_url(alert.name),
-        "dashboard_url": dashboard_link(links, alert),
+        "runbook_url": t.links.runbook_url(alert.name),
+        "dashboard_url": dashboard_link(t.links, alert),
     }
     return rule
+
+
+def _negated(selector: str) -> str:
+    label, op, value = parse_matcher(selector)
+    flipped = {"=": "!=", "!=": "=", "=~": "!~", "!~": "=~"}[op]
+    return f'{label}{flipped}"{value}"'
+
+
+def _restricted(alert: Alert, matchers: list[str]) -> Alert:
+    """`alert` with every tier's expression limited by the label matchers."""
+    tiers = []
+    for tier in alert.tiers:
+        expr = tier.expr
+        for matcher in matchers:
+            expr = with_matcher(expr, matcher)
+        tiers.append(dataclasses.replace(tier, expr=expr))
+    return dataclasses.replace(alert, tiers=tuple(tiers))
+
+
+def scoped_alerts(t: Thresholds) -> list[tuple[Alert, tuple[tuple[str, str], ...]]]:
+    """Every alert with its extra labels: the default rules exclude the scopes that change or
+    turn them off; each scope adds its own rules, limited to its selector."""
+    out: list[tuple[Alert, tuple[tuple[str, str], ...]]] = []
+    for alert in all_alerts(t):
+        excluded = [_negated(s.selector) for s in t.scopes if alert.key and alert.key in s.keys]
+        out.append((_restricted(alert, excluded) if excluded else alert, ()))
+    for scope in t.scopes:
+        for alert in all_alerts(scope.thresholds):
+            if alert.key and alert.key in scope.changed:
+                out.append((_restricted(alert, [scope.selector]), ((SCOPE_LABEL, scope.name),)))
+    return out
+
+
+def check_scopes(t: Thresholds) -> None:
+    """Raise ValueError for a scope that names a key no alert reads."""
+    keys = {a.key for a in all_alerts(t) if a.key}
+    for scope in t.scopes:
+        unknown = [k for k in scope.keys if k not in keys]
+        if unknown:
+            raise ValueError(f"scopes.{scope.name}.alerts: no alert reads {', '.join(unknown)}")
 
 
 def rule_groups(t: Thresholds) -> dict[str, Any]:
     """The rule file as data: {"groups": [...]}; raises UnknownMetricError first."""
     records = recording_rules(t)
-    alerts = all_alerts(t)
-    check_rules(records, alerts)
+    check_scopes(t)
+    alerts = scoped_alerts(t)
+    check_rules(records, [a for a, _ in alerts])
     groups: list[dict[str, Any]] = [
         {
             "name": f"{GROUP_PREFIX}.recording",
@@ -81,7 +146,10 @@ def rule_groups(t: Thresholds) -> dict[str, Any]:
     ]
     for group in GROUPS:
         rules = [
-            alerting_rule(a, tier, t.links) for a in alerts if a.group == group for tier in a.tiers
+            alerting_rule(a, tier, t, extra)
+            for a, extra in alerts
+            if a.group == group
+            for tier in a.tiers
         ]
         groups.append({"name": f"{GROUP_PREFIX}.{group}", "rules": rules})
     return {"groups": groups}

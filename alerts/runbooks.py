@@ -47,13 +47,30 @@ def render_index(t: Thresholds, directory: Path = RUNBOOK_DIR) -> str:
         "`gpu-inference-exporter generate` from alerts/definitions.py and the thresholds in",
         "alerts/thresholds.py (the defaults, or the file given with `--alerts-config`).",
         "",
-        "| alert | severity | fires when | dashboard |",
-        "|---|---|---|---|",
+        "Severity: `critical` pages, `warning` opens a low-urgency incident, `info` never",
+        'notifies. "Clears when" is what ends the alert: faults that hold until someone acts',
+        "follow a state and keep firing until it changes.",
+        "",
+        "| alert | severity | fires when | clears when | dashboard |",
+        "|---|---|---|---|---|",
     ]
     for a in alerts:
         for tier in a.tiers:
             lines.append(
                 f"| [{a.name}]({a.name}.md) | {tier.severity} | {_cell(tier.condition)} "
-                f"| `{a.dashboard}` |"
+                f"| {_cell(a.clears)} | `{a.dashboard}` |"
+            )
+    if t.scopes:
+        lines += [
+            "",
+            "## Scopes",
+            "",
+            "| scope | selector | changed | turned off |",
+            "|---|---|---|---|",
+        ]
+        for scope in t.scopes:
+            lines.append(
+                f"| {scope.name} | `{_cell(scope.selector)}` | {', '.join(scope.changed) or '-'} "
+                f"| {', '.join(scope.disabled) or '-'} |"
             )
     return "\n".join(lines) + "\n"
