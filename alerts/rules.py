@@ -60,7 +60,7 @@ def dashboard_link(links: Links, alert: Alert) -> str:
         url += "&var-node={{ $labels.node | urlquery }}"
     if alert.scope == "gpu":
         url += "&var-gpu={{ $labels.gpu }}"
-    if alert.scope in ("instance", "service"):
+    if alert.component == "inference":
         url += "&var-job={{ $labels.job | urlquery }}"
     return url
 
