@@ -2,7 +2,7 @@
 
 What vanishes with a fault pages: a scrape that fails (`up == 0`), an exporter that stops
 being a target at all, a GPU source that hangs (its series are kept a few intervals, then
-dropped; `exporter_source_up` stays). None of them depends on a series the fault removes.
+dropped; the source's own up series stays). None of them depends on a series the fault removes.
 """
 
 from __future__ import annotations
@@ -11,6 +11,16 @@ from alerts.definitions.common import SECONDS, UP, WHERE, held, max_by, num, reg
 from alerts.model import Alert, TierRule
 from alerts.thresholds import Duration, Thresholds
 from exporter import catalog as c
+
+
+def _target_up(job: str) -> str:
+    """`up` of the exporter targets with a `node` label: the target's own (a Kubernetes
+    relabeling) or, for a target without one (a static config), its `instance`. Never grouped
+    by `instance` where `node` exists: a rollout changes the pod IP, not the node."""
+    return (
+        f'({UP}{{{job}, node!=""}} or '
+        f'label_replace({UP}{{{job}, node=""}}, "node", "$1", "instance", "(.+)"))'
+    )
 
 
 def exporter_alerts(t: Thresholds) -> list[Alert]:
@@ -31,11 +41,11 @@ def exporter_alerts(t: Thresholds) -> list[Alert]:
             (
                 TierRule(
                     "critical",
-                    max_by("instance", f"{UP}{{{job}}}", "instance") + " == 0",
+                    max_by("instance", _target_up(job)) + " == 0",
                     down.for_,
-                    "Prometheus has failed to scrape the GPU exporter at "
-                    f"{{{{ $labels.instance }}}} on {WHERE}{held(down.for_)}: the node's GPUs "
-                    "are unwatched. Alertmanager silences the node's other alerts.",
+                    f"Prometheus has failed to scrape the GPU exporter on {WHERE}"
+                    f"{held(down.for_)}: the node's GPUs are unwatched. Alertmanager silences "
+                    "the node's other alerts.",
                     f"up{{{job}}} == 0{held(down.for_)}",
                 ),
             ),
@@ -55,7 +65,8 @@ def exporter_alerts(t: Thresholds) -> list[Alert]:
                     "warning",
                     f"group by (cluster, node) (max_over_time({c.EXPORTER_BUILD_INFO}"
                     f"[{missing.lookback}])) unless on (cluster, node) "
-                    f"group by (cluster, node) ({c.EXPORTER_BUILD_INFO})",
+                    f"group by (cluster, node) ({c.EXPORTER_BUILD_INFO}) unless on (cluster, "
+                    f"node) {_target_up(job)}",
                     missing.for_,
                     f"The GPU exporter on {WHERE} answered within the last {missing.lookback} "
                     f"and is no longer scraped at all{held(missing.for_)}: its pod is gone "
