@@ -27,7 +27,7 @@ INSTANCE = ", ".join(IDENTITY["instance"])
 
 
 def quantile_record(level: str, family: c.MetricFamily, label: str) -> str:
-    """`service:inference_time_to_first_token_seconds:p99` (level: service or instance)."""
+    """`service:<histogram name>:p99` (level: service or instance)."""
     return f"{level}:{family.name}:{label}"
 
 
@@ -60,14 +60,16 @@ def recording_rules(t: Thresholds) -> list[RecordingRule]:
     rules = [
         RecordingRule(
             GPU_COUNT,
-            f"count by (cluster, node) ({c.GPU_UP}) or on (cluster, node) "
-            f"0 * group by (cluster, node) ({c.EXPORTER_BUILD_INFO})",
-            "GPUs the exporter of a node sees (0 while it runs and sees none)",
+            f"count by (cluster, node) (group by (cluster, node, uuid) ({c.GPU_UP})) "
+            f"or on (cluster, node) 0 * group by (cluster, node) ({c.EXPORTER_BUILD_INFO})",
+            "GPUs (distinct uuids) the exporter of a node sees, 0 while it runs and sees none; "
+            "an old and a new exporter pod scraped side by side during a rollout count once",
         ),
         RecordingRule(
             NVLINK_LINKS_UP,
-            f"sum by (cluster, node, gpu, uuid) ({c.GPU_NVLINK_LINK_UP})",
-            "NVLink links up per GPU",
+            f"sum by (cluster, node, gpu, uuid) "
+            f"(max by (cluster, node, gpu, uuid, link) ({c.GPU_NVLINK_LINK_UP}))",
+            "NVLink links up per GPU (each link once, also while two exporter pods overlap)",
         ),
     ]
     for level, labels in (("service", SERVICE), ("instance", INSTANCE)):
