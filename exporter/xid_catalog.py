@@ -35,34 +35,64 @@ BUCKETS: dict[str, str] = {
     "CHECK_MECHANICALS": "check the GPU's seating and connections",
     "UPDATE_SWFW": "update the driver and firmware",
     "CONTACT_SUPPORT": "open a support case with NVIDIA or the vendor",
-    "WORKFLOW_XID_45": "nothing by itself (cleanup after another Xid); alone, restart Fabric Manager",
+    "WORKFLOW_XID_45": "nothing after another Xid (its cleanup); alone, restart Fabric Manager",
     "IGNORE": "nothing: informational",
 }
 
 XID_CATALOG: dict[int, XidInfo] = {
     8: XidInfo("ROBUST_CHANNEL_FIFO_ERROR_IDLE_TIMEOUT", "GPU stopped processing", "RESTART_APP"),
-    11: XidInfo("ROBUST_CHANNEL_GR_ERROR_MISSING_HW", "Invalid or corrupted push buffer stream", "RESTART_APP"),
-    13: XidInfo("ROBUST_CHANNEL_GR_EXCEPTION / ROBUST_CHANNEL_GR_ERROR_SW_NOTIFY", "Graphics Engine Exception", "RESTART_APP"),
-    14: XidInfo("ROBUST_CHANNEL_FAKE_ERROR", "Unused (trigger text: Fake or injected error from userspace)", "IGNORE"),
-    25: XidInfo("ROBUST_CHANNEL_GR_ILLEGAL_NOTIFY", "Invalid or illegal push buffer stream", "RESTART_APP"),
+    11: XidInfo(
+        "ROBUST_CHANNEL_GR_ERROR_MISSING_HW",
+        "Invalid or corrupted push buffer stream",
+        "RESTART_APP",
+    ),
+    13: XidInfo(
+        "ROBUST_CHANNEL_GR_EXCEPTION / ROBUST_CHANNEL_GR_ERROR_SW_NOTIFY",
+        "Graphics Engine Exception",
+        "RESTART_APP",
+    ),
+    14: XidInfo(
+        "ROBUST_CHANNEL_FAKE_ERROR",
+        "Unused (trigger text: Fake or injected error from userspace)",
+        "IGNORE",
+    ),
+    25: XidInfo(
+        "ROBUST_CHANNEL_GR_ILLEGAL_NOTIFY", "Invalid or illegal push buffer stream", "RESTART_APP"
+    ),
     31: XidInfo("ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT", "GPU memory page fault", "RESTART_APP"),
-    32: XidInfo("ROBUST_CHANNEL_PBDMA_ERROR", "Invalid or corrupted push buffer stream", "RESTART_APP"),
+    32: XidInfo(
+        "ROBUST_CHANNEL_PBDMA_ERROR", "Invalid or corrupted push buffer stream", "RESTART_APP"
+    ),
     37: XidInfo("ROBUST_CHANNEL_FECS_ERR_UNIMP_FIRMWARE_METHOD", "Driver firmware error", "IGNORE"),
     38: XidInfo("ROBUST_CHANNEL_FECS_ERR_WATCHDOG_TIMEOUT", "Driver firmware error", "IGNORE"),
     39: XidInfo("ROBUST_CHANNEL_CE0_ERROR", "Copy Engine Exception", "RESTART_APP"),
     40: XidInfo("ROBUST_CHANNEL_CE1_ERROR", "Copy Engine Exception", "RESTART_APP"),
     41: XidInfo("ROBUST_CHANNEL_CE2_ERROR", "Copy Engine Exception", "RESTART_APP"),
     43: XidInfo("ROBUST_CHANNEL_RESETCHANNEL_VERIF_ERROR", "GPU stopped processing", "IGNORE"),
-    44: XidInfo("ROBUST_CHANNEL_GR_FAULT_DURING_CTXSW", "Graphics Engine fault during context switch", "IGNORE"),
-    45: XidInfo("ROBUST_CHANNEL_PREEMPTIVE_REMOVAL", "Preemptive cleanup, due to previous errors (e.g. multiple CUDA apps + DBE)", "WORKFLOW_XID_45"),
+    44: XidInfo(
+        "ROBUST_CHANNEL_GR_FAULT_DURING_CTXSW",
+        "Graphics Engine fault during context switch",
+        "IGNORE",
+    ),
+    45: XidInfo(
+        "ROBUST_CHANNEL_PREEMPTIVE_REMOVAL",
+        "Preemptive cleanup, due to previous errors (e.g. multiple CUDA apps + DBE)",
+        "WORKFLOW_XID_45",
+    ),
     46: XidInfo("ROBUST_CHANNEL_GPU_TIMEOUT_ERROR", "GPU stopped processing", "RESET_GPU"),
     48: XidInfo("ROBUST_CHANNEL_GPU_ECC_DBE", "Double Bit ECC Error", "WORKFLOW_XID_48"),
-    54: XidInfo("SILENT_RUNNING_PWR_REDUCED_CLOCKING", "Auxiliary power is not connected to the GPU board", "CHECK_MECHANICALS"),
+    54: XidInfo(
+        "SILENT_RUNNING_PWR_REDUCED_CLOCKING",
+        "Auxiliary power is not connected to the GPU board",
+        "CHECK_MECHANICALS",
+    ),
     60: XidInfo("ROBUST_CHANNEL_SEC2_ERROR", "Video processor exception", "RESTART_APP"),
     62: XidInfo("PMU_HALT_ERROR", "Internal micro-controller halt (newer drivers)", "RESET_GPU"),
     63: XidInfo("INFOROM_DRAM_RETIREMENT_EVENT", "GPU memory remapping event", "IGNORE"),
     64: XidInfo("INFOROM_DRAM_RETIREMENT_FAILURE", "GPU memory remapping failure", "RESET_GPU"),
-    66: XidInfo("ROBUST_CHANNEL_FECS_ERR_REG_ACCESS_VIOLATION", "Illegal access by driver", "IGNORE"),
+    66: XidInfo(
+        "ROBUST_CHANNEL_FECS_ERR_REG_ACCESS_VIOLATION", "Illegal access by driver", "IGNORE"
+    ),
     67: XidInfo("ROBUST_CHANNEL_FECS_ERR_VERIF_VIOLATION", "Illegal access by driver", "IGNORE"),
     68: XidInfo("ROBUST_CHANNEL_NVDEC0_ERROR", "NVDEC0 Exception", "RESTART_APP"),
     69: XidInfo("ROBUST_CHANNEL_GR_CLASS_ERROR", "Graphics Engine class error", "RESTART_APP"),
@@ -74,7 +104,9 @@ XID_CATALOG: dict[int, XidInfo] = {
     76: XidInfo("ROBUST_CHANNEL_CE7_ERROR", "CE7: Unknown Error", "RESTART_APP"),
     77: XidInfo("ROBUST_CHANNEL_CE8_ERROR", "CE8: Unknown Error", "RESTART_APP"),
     78: XidInfo("VGPU_START_ERROR", "vGPU Start Error", "UPDATE_SWFW"),
-    79: XidInfo("ROBUST_CHANNEL_GPU_HAS_FALLEN_OFF_THE_BUS", "GPU has fallen off the bus", "RESTART_BM"),
+    79: XidInfo(
+        "ROBUST_CHANNEL_GPU_HAS_FALLEN_OFF_THE_BUS", "GPU has fallen off the bus", "RESTART_BM"
+    ),
     80: XidInfo("PBDMA_PUSHBUFFER_CRC_MISMATCH", "Corrupted data sent to GPU", "RESTART_APP"),
     82: XidInfo("ROBUST_CHANNEL_NVJPG0_ERROR", "NVJPG0 Error", "RESTART_APP"),
     83: XidInfo("ROBUST_CHANNEL_NVDEC1_ERROR", "NVDEC1 Error", "RESTART_APP"),
@@ -84,7 +116,11 @@ XID_CATALOG: dict[int, XidInfo] = {
     88: XidInfo("ROBUST_CHANNEL_NVDEC3_ERROR", "NVDEC3 Error", "RESTART_APP"),
     89: XidInfo("ROBUST_CHANNEL_NVDEC4_ERROR", "NVDEC4 Error", "RESTART_APP"),
     92: XidInfo("EXCESSIVE_SBE_INTERRUPTS", "High single-bit ECC error rate", "IGNORE"),
-    93: XidInfo("INFOROM_ERASE_LIMIT_EXCEEDED", "Non-fatal violation of provisioned InfoROM wear limit", "IGNORE"),
+    93: XidInfo(
+        "INFOROM_ERASE_LIMIT_EXCEEDED",
+        "Non-fatal violation of provisioned InfoROM wear limit",
+        "IGNORE",
+    ),
     94: XidInfo("ROBUST_CHANNEL_CONTAINED_ERROR", "Contained memory error", "RESTART_APP"),
     95: XidInfo("ROBUST_CHANNEL_UNCONTAINED_ERROR", "Uncontained memory error", "RESET_GPU"),
     96: XidInfo("ROBUST_CHANNEL_NVDEC5_ERROR", "NVDEC5 Error", "RESTART_APP"),
@@ -138,17 +174,41 @@ XID_CATALOG: dict[int, XidInfo] = {
     159: XidInfo("ROBUST_CHANNEL_CHI_NON_DATA_ERROR", "CHI Non-Data Error", "CHECK_UVM"),
     160: XidInfo("CHANNEL_RETIREMENT_EVENT", "Channel Retirement Event", "IGNORE"),
     161: XidInfo("CHANNEL_RETIREMENT_FAILURE", "Channel Retirement Failure", "IGNORE"),
-    162: XidInfo("PSHC_REENGAGED", "Power Smoothing HW Circuitry capability reengaged", "CONTACT_SUPPORT"),
-    163: XidInfo("PSHC_DISENGAGED", "Power Smoothing HW Circuitry capability disengaged", "CONTACT_SUPPORT"),
-    164: XidInfo("PSHC_LOW_LIFETIME", "Power Smoothing HW Circuitry low lifetime reached", "CONTACT_SUPPORT"),
-    165: XidInfo("PSHC_ZERO_LIFETIME", "Power Smoothing HW Circuitry lifetime exhausted", "CONTACT_SUPPORT"),
-    166: XidInfo("NVLINK_SECURE_CRYPTO_ERR", "CC traffic seen prior to link properly being configured for encrypted traffic", "CONTACT_SUPPORT"),
+    162: XidInfo(
+        "PSHC_REENGAGED", "Power Smoothing HW Circuitry capability reengaged", "CONTACT_SUPPORT"
+    ),
+    163: XidInfo(
+        "PSHC_DISENGAGED", "Power Smoothing HW Circuitry capability disengaged", "CONTACT_SUPPORT"
+    ),
+    164: XidInfo(
+        "PSHC_LOW_LIFETIME", "Power Smoothing HW Circuitry low lifetime reached", "CONTACT_SUPPORT"
+    ),
+    165: XidInfo(
+        "PSHC_ZERO_LIFETIME", "Power Smoothing HW Circuitry lifetime exhausted", "CONTACT_SUPPORT"
+    ),
+    166: XidInfo(
+        "NVLINK_SECURE_CRYPTO_ERR",
+        "CC traffic seen prior to link properly being configured for encrypted traffic",
+        "CONTACT_SUPPORT",
+    ),
     167: XidInfo("PCIE_FATAL_TIMEOUT", "PCIE_FATAL_TIMEOUT", "CONTACT_SUPPORT"),
-    168: XidInfo("REDUCED_GPU_MEMORY_CAPACITY", "Errors found in WPR (write protected region)", "CONTACT_SUPPORT"),
+    168: XidInfo(
+        "REDUCED_GPU_MEMORY_CAPACITY",
+        "Errors found in WPR (write protected region)",
+        "CONTACT_SUPPORT",
+    ),
     169: XidInfo("SEC2_HALT_ERROR", "Internal micro-controller halt", "CONTACT_SUPPORT"),
     170: XidInfo("NVLINK_SECURE_OTHER", "Interrupt seen in CC mode", "CONTACT_SUPPORT"),
-    171: XidInfo("UNCORRECTABLE_DRAM_ERROR", "Additional to Xid 48: details of fault to differentiate DRAM/SRAM", "CONTACT_SUPPORT"),
-    172: XidInfo("UNCORRECTABLE_SRAM_ERROR", "Additional to Xid 48: details of fault to differentiate DRAM/SRAM", "CONTACT_SUPPORT"),
+    171: XidInfo(
+        "UNCORRECTABLE_DRAM_ERROR",
+        "Additional to Xid 48: details of fault to differentiate DRAM/SRAM",
+        "CONTACT_SUPPORT",
+    ),
+    172: XidInfo(
+        "UNCORRECTABLE_SRAM_ERROR",
+        "Additional to Xid 48: details of fault to differentiate DRAM/SRAM",
+        "CONTACT_SUPPORT",
+    ),
 }
 
 #: Codes the exporter pre-seeds at 0 for every GPU (so the first event is a 0 -> 1 step): the
@@ -157,7 +217,8 @@ WATCHED_XIDS: tuple[int, ...] = tuple(
     sorted(
         code
         for code, info in XID_CATALOG.items()
-        if info.bucket not in ("IGNORE", "RESTART_APP", "CONTACT_SUPPORT") or code in (13, 31, 43, 94)
+        if info.bucket not in ("IGNORE", "RESTART_APP", "CONTACT_SUPPORT")
+        or code in (13, 31, 43, 94)
     )
 )
 

@@ -13,8 +13,8 @@ import threading
 from collections.abc import Iterable
 
 from exporter import catalog
-from exporter.xid_catalog import WATCHED_XIDS, xid_bucket, xid_meaning
 from exporter.samples import Sample
+from exporter.xid_catalog import WATCHED_XIDS, xid_bucket, xid_meaning
 
 #: The catalog's table lives at the base of the package, where generators can import it.
 __all__ = ["WATCHED_XIDS", "XidCounters", "xid_bucket", "xid_meaning"]
