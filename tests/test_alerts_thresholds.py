@@ -257,3 +257,17 @@ def test_the_api_the_dashboards_use_is_documented():
         DEFAULTS.links.inference_dashboard,
         DEFAULTS.links.memory_dashboard,
     } == {"gpu-fleet", "gpu-detail", "llm-inference", "gpu-memory"}
+
+
+def test_the_readme_example_is_a_valid_config():
+    """alerts/README.md's example (a scope for preallocating engines) loads as written."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    text = (REPO / "alerts" / "README.md").read_text()
+    block = text.split("# my-thresholds.yml\n", 1)[1].split("```", 1)[0]
+    t = from_mapping(yaml.safe_load(block))
+    (scope,) = t.scopes
+    assert scope.disabled == ("gpu_memory_filling",)  # YAML's `off`
+    assert scope.thresholds.gpu_memory_used.critical.threshold == 0.99
