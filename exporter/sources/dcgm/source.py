@@ -182,7 +182,7 @@ class DcgmSource:
         return resolved
 
     def _setup(self, conn: Connection) -> None:
-        """Find the GPUs, watch both field groups and read once (the NVML index, the Xid
+        """Find the GPUs, watch the field groups and read once (the NVML index, the Xid
         starting point)."""
         resolved = self._resolved
         assert resolved is not None
