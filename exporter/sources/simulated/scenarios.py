@@ -42,7 +42,7 @@ SCENARIOS: dict[str, str] = {
     "thermal_flap": "thermal slowdown on for duty (default 0.5) of every period=S (default 60 s), "
     "clocks cut while on",
     "power_at_limit": "full load at the power limit: power 97-99% of it, sw_power_cap on for duty "
-    "of every period=S",
+    "(0.5) of every period=S (20 s)",
 }
 
 COMMON_KEYS: tuple[str, ...] = ("gpu", "start", "duration")
