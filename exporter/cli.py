@@ -336,8 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME:gpu=I,start=S,duration=D",
-        help="fault scenario (repeatable; start/duration in seconds from start, no duration = "
-        "forever). Scenarios: " + _scenario_help(),
+        help="fault scenario (repeatable; gpu=all: on every GPU; start/duration in seconds from "
+        "start, no duration = forever). Scenarios: " + _scenario_help(),
     )
     add(
         "--harness",

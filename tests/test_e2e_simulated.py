@@ -23,6 +23,10 @@ EVERY_SCENARIO = [
     "ecc_uncorrectable:gpu=7",
     "row_remap_pending:gpu=6",
     "idle:gpu=5",
+    "recovery_action:gpu=3,action=reboot",
+    "thermal_flap:gpu=0,period=2",
+    "power_at_limit:gpu=1,period=2",
+    "xid:gpu=all,code=95",
 ]
 
 
@@ -58,6 +62,10 @@ def test_metrics_pass_promtool_lint_with_every_scenario_active():
     assert series(m, "gpu_up", gpu="4") and list(series(m, "gpu_up", gpu="4").values()) == [0]
     assert series(m, "gpu_nvlink_link_up", gpu="6", link="2")
     assert list(series(m, "gpu_nvlink_link_up", gpu="6", link="2").values()) == [0]
+    actions = {dict(k[1])["gpu"]: v for k, v in m.items() if k[0] == "gpu_recovery_action"}
+    assert actions == {"0": 0, "1": 0, "2": 0, "3": 2, "5": 0, "6": 0, "7": 1}  # 4 is lost
+    assert set(series(m, "gpu_xid_errors_total", xid="95").values()) == {1}
+    assert len(series(m, "gpu_xid_errors_total", xid="95")) == 8
 
 
 def test_gpu_lost_takes_out_only_that_gpu_and_the_exporter_keeps_answering():
