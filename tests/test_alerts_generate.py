@@ -51,8 +51,8 @@ def test_alerts_config_regenerates_the_rules_and_index_with_its_thresholds(tmp_p
     wrote = cli("generate", *root, "--alerts-config", str(config))
     assert wrote.returncode == 0, wrote.stderr
     text = (tmp_path / RULES_PATH).read_text()
-    assert 'expr: gpu_temperature_celsius{sensor="gpu"} > 92\n    for: 2m' in text
-    assert "die temperature > 92 °C for 2m" in (tmp_path / INDEX_PATH).read_text()
+    assert '(avg_over_time(gpu_temperature_celsius{sensor="gpu"}[2m])) > 92\n    for: 2m' in text
+    assert "die temperature (mean over 2m) > 92 °C for 2m" in (tmp_path / INDEX_PATH).read_text()
     assert cli("generate", "--check", *root, "--alerts-config", str(config)).returncode == 0
     # and the committed defaults are what this config is not
     assert cli("generate", "--check", *root).returncode == 1
