@@ -28,8 +28,10 @@ WATCHDOG_RECEIVER = "watchdog"
 
 #: A GPU that no longer works: every other alert of that GPU follows from it.
 GPU_DOWN_ALERTS = ("GpuLost", "GpuRecoveryActionRequired")
-#: A node whose GPUs are unwatched or gone: every other alert of that node follows from it.
-NODE_DOWN_ALERTS = ("GpuMissing", "GpuExporterDown", "GpuExporterSourceDown")
+#: A node whose GPUs are unwatched: every other alert of that node follows from it (while it
+#: lasts: these clear when the exporter answers again, unlike GpuMissing, which can hold for
+#: a day and must not silence the node's healthy GPUs).
+NODE_DOWN_ALERTS = ("GpuExporterDown", "GpuExporterSourceDown")
 
 HEADER = """\
 # Example Alertmanager config for gpu-inference-exporter's alerts (alerts/generated/rules.yml).
@@ -151,7 +153,9 @@ def inhibit_rules() -> list[dict[str, Any]]:
             "equal": ["cluster", "node", "uuid"],
         },
         {
-            "source_matchers": [mixin, f'alertname=~"{gpu_down}|{node_down}"'],
+            # a lost GPU takes its engine down: the node's inference alerts follow from it (a
+            # GPU that needs a reset or a drain still runs, its engines' alerts still count)
+            "source_matchers": [mixin, 'severity="critical"', f'alertname=~"GpuLost|{node_down}"'],
             "target_matchers": [mixin, 'component=~"inference|allocator"'],
             "equal": ["cluster", "node"],
         },
