@@ -138,9 +138,10 @@ class Smoothed:
 
 @dataclass(frozen=True, slots=True)
 class FillPrediction:
-    """Memory running out: `predict_linear` over `window` reaches 0 within `horizon`, the
-    memory is still shrinking over the last `recent` (a model load is a step, not a trend),
-    and more than `min_used` of it is already in use; all held for `for_`."""
+    """Memory running out: at its rate over `window` (`deriv`) free memory reaches 0 within
+    `horizon` (the alert's value is that time), it is still shrinking over the last `recent`
+    (a model load is a step, not a trend), and more than `min_used` of it is already in use;
+    all held for `for_`."""
 
     window: Duration
     horizon: Duration
@@ -305,7 +306,7 @@ class SourcesDown:
 
 @dataclass(frozen=True, slots=True)
 class FleetWide:
-    """The same alert on at least `min_nodes` nodes of a cluster at once is one page."""
+    """The same critical alert on at least `min_nodes` nodes of a cluster at once is one page."""
 
     min_nodes: float
     for_: Duration

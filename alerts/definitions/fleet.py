@@ -1,6 +1,7 @@
-"""One page for a fleet-wide fault: the same alert on many nodes at once (a bad driver
-rollout, a cooling failure in a row, a firmware bug) is one incident, and Alertmanager
-silences the per-GPU and per-node copies of it in that cluster."""
+"""One page for a fleet-wide fault: the same critical alert on many nodes at once (a bad
+driver rollout, a cooling failure in a row, a firmware bug) is one incident, and Alertmanager
+silences the per-GPU and per-node copies of it in that cluster. Warnings do not count: three
+nodes of a large fleet with the same warning (power capping in a busy hour) are not a page."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def fleet_alerts(t: Thresholds) -> list[Alert]:
     f = t.fleet_wide
     firing = (
         f'group by (cluster, node, alertname) ({ALERTS}{{alertstate="firing", '
-        f'scope=~"gpu|node", severity=~"critical|warning"}})'
+        f'scope=~"gpu|node", severity="critical"}})'
     )
     return [
         Alert(
@@ -39,7 +40,8 @@ def fleet_alerts(t: Thresholds) -> list[Alert]:
                     f"{held(f.for_)}: one cause for all of them (a driver or firmware rollout, "
                     "cooling, power, the fabric). This is the one page; Alertmanager silences "
                     "the per-node copies.",
-                    f"one alert firing on at least {num(f.min_nodes)} nodes of a cluster"
+                    f"one critical alert firing on at least {num(f.min_nodes)} nodes of a "
+                    "cluster"
                     f"{held(f.for_)}",
                 ),
             ),

@@ -13,6 +13,7 @@ from alerts.definitions.common import (
     GPU,
     NUMBER,
     PERCENT,
+    SECONDS,
     WHERE,
     either,
     held,
@@ -87,7 +88,7 @@ def memory_alerts(t: Thresholds) -> list[Alert]:
             "gpu",
             "gpu",
             "GPU memory will be full soon at the current rate",
-            "{{ $value | humanize1024 }}B",
+            SECONDS,
             mem,
             "gpu",
             (
@@ -95,19 +96,18 @@ def memory_alerts(t: Thresholds) -> list[Alert]:
                     "warning",
                     max_by(
                         "gpu",
-                        f"(predict_linear({c.GPU_MEMORY_FREE}[{fill.window}], "
-                        f"{num(fill.horizon.seconds)}) <= 0)"
+                        f"({c.GPU_MEMORY_FREE} / -deriv({c.GPU_MEMORY_FREE}[{fill.window}]) "
+                        f">= 0 < {num(fill.horizon.seconds)})"
                         f" and (deriv({c.GPU_MEMORY_FREE}[{fill.recent}]) < 0)"
                         f" and ({used_ratio} > {num(fill.min_used)})",
                     ),
                     fill.for_,
-                    f"{GPU}: at the rate of the last {fill.window} its free memory runs out "
-                    f"within {fill.horizon} (predicted free: {{{{ $value | humanize1024 }}}}B), "
-                    f"it kept shrinking over every {fill.recent}{held(fill.for_)} and more "
-                    f"than {pct(fill.min_used)} is used: a leak or a growing cache, not a "
-                    "model load.",
-                    f"free memory predicted to reach 0 within {fill.horizon} (over "
-                    f"{fill.window}), still falling over {fill.recent}, used > "
+                    f"{GPU}: at the rate of the last {fill.window} its free memory runs out in "
+                    f"{SECONDS} (within {fill.horizon}), it kept shrinking over every "
+                    f"{fill.recent}{held(fill.for_)} and more than {pct(fill.min_used)} is "
+                    "used: a leak or a growing cache, not a model load.",
+                    f"free memory at its {fill.window} rate reaches 0 within {fill.horizon}, "
+                    f"still falling over {fill.recent}, used > "
                     f"{pct(fill.min_used)}{held(fill.for_)}",
                 ),
             ),
