@@ -138,13 +138,38 @@ def test_every_firing_case_compares_the_exact_annotations_and_identity_labels():
         assert labels.get("mixin") == "gpu-inference-exporter", name
 
 
+def test_the_input_series_carry_the_labels_of_a_real_scrape():
+    """Target labels on every series (job, instance: what a rollout changes), and a GPU's
+    identity on every per-GPU series: the rules must cope with them, not with bare series."""
+    gpu_families = {"gpu_up", "gpu_memory_used_bytes", "gpu_xid_errors_total"}
+    for path, test in _stories():
+        for item in test["input_series"]:
+            name, _, body = item["series"].partition("{")
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', body))
+            where = f"{path.name}: {item['series']}"
+            assert {"job", "instance", "cluster"} <= set(labels), where
+            if name in gpu_families:
+                assert {"gpu", "uuid", "node"} <= set(labels), where
+
+
 def test_the_stories_catch_a_changed_threshold(tmp_path):
     """The expectations are written out, not derived: moving a threshold breaks them."""
     (tmp_path / "generated").mkdir()
     (tmp_path / "tests").mkdir()
     changed = from_mapping({"gpu_memory_used": {"warning": {"threshold": 0.7}}})
     (tmp_path / "generated" / "rules.yml").write_text(render_rules(changed))
-    shutil.copy(TESTS_DIR / "memory.yml", tmp_path / "tests")
+    data = yaml.safe_load((TESTS_DIR / "memory.yml").read_text())
+    data["tests"] = [  # the first story where GpuMemoryHigh warns: enough, and quick
+        next(
+            t
+            for t in data["tests"]
+            if any(
+                c["alertname"] == "GpuMemoryHigh" and c.get("exp_alerts")
+                for c in t["alert_rule_test"]
+            )
+        )
+    ]
+    (tmp_path / "tests" / "memory.yml").write_text(yaml.safe_dump(data))
     out = run("test", "rules", "tests/memory.yml", cwd=tmp_path)
     report = out.stdout + out.stderr
     assert out.returncode == 1, report
