@@ -20,6 +20,7 @@ duration: deadlines only bound the waits.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import errno
 import fcntl
 import json
@@ -41,7 +42,7 @@ from alerts.alertmanager import AlertmanagerOptions, render_alertmanager
 from alerts.definitions import FLEET_ALERT, all_alerts
 from alerts.model import TierRule
 from alerts.rules import MIXIN_LABEL, render_rules
-from alerts.thresholds import DEFAULTS
+from alerts.thresholds import DEFAULTS, Duration
 from tests.conftest import RunningExporter, parse_metrics, run_exporter, series
 from tests.fake_nvml import ControlFile, subprocess_env
 from tests.servers import (
@@ -62,7 +63,14 @@ pytestmark = pytest.mark.e2e
 
 #: Every `for`, window and horizon of the rules, scaled: 5m → 5s, 30s → 500ms, 1d → 24m.
 SCALE = 1 / 60
-THRESHOLDS = DEFAULTS.scaled(SCALE)
+#: The exporter's snapshot may be 1m old at a scrape before GpuExporterStale; scaled to 1 s
+#: that is two collections at the tests' 0.5 s interval, which a loaded 2-core machine
+#: misses now and then: the staleness tolerance is the machine's, not the incident's, so it
+#: stays at 10 s.
+THRESHOLDS = dataclasses.replace(
+    DEFAULTS.scaled(SCALE),
+    exporter_stale=dataclasses.replace(DEFAULTS.scaled(SCALE).exporter_stale, after=Duration(10)),
+)
 START = 8.0  # seconds after an exporter started: Prometheus has scraped a baseline by then
 DURATION = 18.0
 CRITICAL_KEY = "critical-routing-key-e2e"
@@ -653,8 +661,10 @@ def test_faults_page_once_with_the_gpu_and_resolve_and_a_foreign_alert_never_pag
 
     # The lost GPU: GpuLost pages; it silences the GPU's Xid 79 and the allocator alerts of
     # its node (the memory leak's OOMs on GPU 2), which page only once the GPU answers again.
-    lost = run.triggers(CRITICAL_KEY, LOST_NODE, "4")
-    assert lost and "GpuLost" in lost[0].alertnames, described
+    # Xid 79 (no `for`) may page first, in the same incident; once GpuLost fires, the
+    # incident no longer names it.
+    lost = [e for e in run.triggers(CRITICAL_KEY, LOST_NODE, "4") if "GpuLost" in e.alertnames]
+    assert lost and all("GpuXidError" not in e.alertnames for e in lost), described
     assert states.inhibited_by("GpuLost", alertname="GpuXidError", node=LOST_NODE, gpu="4")
     assert states.inhibited_by(
         "GpuLost", alertname="TorchCudaOutOfMemory", node=LOST_NODE, gpu="2"
@@ -868,12 +878,16 @@ def test_the_same_fault_on_three_nodes_is_one_fleet_page_and_no_per_node_page(tm
     summary = fleet[0].body["payload"]["summary"]
     assert f"{FLEET_PROBLEM} fleet-wide" in summary, summary
     assert fleet[-1].action == "resolve", described
-    # No node paged critical; none named the problem at all: Alertmanager held each node's
-    # copies (both tiers) as inhibited by the fleet alert. Other, warning-only symptoms of
-    # the same heat (clock slowdown) still reach the low-urgency service per node.
+    # No node paged critical, and none named the problem until the fleet had cooled (fewer
+    # than three GPUs above 90 °C; the fleet alert fires a keep_firing_for longer):
+    # Alertmanager held each node's copies (both tiers) as inhibited by the fleet alert.
+    # Warning-only symptoms (clock slowdown) still reach the low-urgency service per node, and
+    # so may the warning tier of the problem on a node still cooling through 85-90 °C once
+    # the fleet alert (it counts critical alerts) has resolved.
     per_node = [e for e in events if e.node]
     assert not [e for e in per_node if e.key == CRITICAL_KEY], described
-    assert not [e for e in per_node if FLEET_PROBLEM in e.alertnames], described
+    cooled = run.watch.ended[FLEET_EXPECTS[0]]
+    assert not [e for e in per_node if e.at < cooled and FLEET_PROBLEM in e.alertnames], described
     for node in FLEET_NODES:
         for severity in ("critical", "warning"):
             assert states.inhibited_by(
