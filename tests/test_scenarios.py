@@ -30,8 +30,8 @@ def test_every_scenario_has_a_one_line_description_and_its_keys():
     assert set(REQUIRED_KEYS) <= set(SCENARIOS)
 
 
-def test_a_bare_name_takes_the_defaults():
-    s = parse_scenario("thermal_throttle")
+def test_a_name_and_a_gpu_take_the_defaults():
+    s = parse_scenario("thermal_throttle:gpu=0")
     assert s == Scenario("thermal_throttle", gpu=0, start=0.0, duration=None)
     assert s.end == math.inf
     assert s.active(0.0) and s.active(1e9)
@@ -41,22 +41,26 @@ def test_every_key_is_read_with_its_type():
     s = parse_scenario(" xid : gpu=3 , start=12.5, duration=30, code=79, every=7.5 ")
     assert (s.name, s.gpu, s.start, s.duration, s.code, s.every) == ("xid", 3, 12.5, 30.0, 79, 7.5)
     assert isinstance(s.gpu, int) and isinstance(s.code, int)
-    assert parse_scenario("nvlink_down:link=17").link == 17
-    assert parse_scenario("power_cap:limit=300").limit == 300.0
-    assert parse_scenario("memory_leak:ramp=5").ramp == 5.0
+    assert parse_scenario("nvlink_down:gpu=0,link=17").link == 17
+    assert parse_scenario("power_cap:gpu=0,limit=300").limit == 300.0
+    assert parse_scenario("memory_leak:gpu=0,ramp=5").ramp == 5.0
     assert parse_scenario("fragmentation:ramp=90,gpu=7").ramp == 90.0
-    assert parse_scenario("ecc_uncorrectable:every=10").every == 10.0
-    assert parse_scenario("idle:").name == "idle"
+    assert parse_scenario("ecc_uncorrectable:gpu=0,every=10").every == 10.0
+    assert parse_scenario("idle:gpu=0").name == "idle"
 
 
 def test_the_window_is_start_inclusive_end_exclusive():
-    s = parse_scenario("idle:start=10,duration=5")
+    s = parse_scenario("idle:gpu=0,start=10,duration=5")
     assert [s.active(t) for t in (9.99, 10.0, 14.99, 15.0)] == [False, True, True, False]
     assert s.end == 15.0
 
 
 def test_str_gives_back_a_parseable_scenario():
-    for text in ("xid:gpu=2,start=5,duration=60,code=13,every=10", "nvlink_down:link=3", "idle"):
+    for text in (
+        "xid:gpu=2,start=5,duration=60,code=13,every=10",
+        "nvlink_down:gpu=0,link=3",
+        "idle:gpu=1",
+    ):
         s = parse_scenario(text)
         assert parse_scenario(str(s)) == s
 
@@ -74,12 +78,14 @@ def test_str_gives_back_a_parseable_scenario():
         ("idle:gpu=", ["'gpu=' is not key=value"]),
         ("idle:gpu=one", ["gpu='one' is not a whole number"]),
         ("idle:gpu=1.5", ["gpu='1.5' is not a whole number"]),
-        ("idle:start=soon", ["start='soon' is not a number"]),
-        ("idle:start=-5", ["start=-5 must not be negative"]),
+        ("idle:gpu=0,start=soon", ["start='soon' is not a duration"]),
+        ("idle:gpu=0,start=-5", ["start=-5 must not be negative"]),
         ("idle:gpu=-1", ["gpu=-1 must not be negative"]),
-        ("idle:duration=0", ["duration=0 must be greater than 0"]),
-        ("idle:duration=nan", ["duration=nan is not a finite number"]),
-        ("idle:start=inf", ["start=inf is not a finite number"]),
+        ("idle:gpu=0,duration=0", ["duration=0 must be greater than 0"]),
+        ("idle:gpu=0,duration=nan", ["duration='nan' is not a duration"]),
+        ("idle:gpu=0,duration=2x", ["duration='2x' is not a duration (like 30, 1.5m, 500ms)"]),
+        ("idle:gpu=0,start=inf", ["start='inf' is not a duration"]),
+        ("idle:start=5", ["which GPU? add gpu=I, like idle:gpu=0"]),
         ("xid:code=79,every=0", ["every=0 must be greater than 0"]),
         ("memory_leak:ramp=-1", ["ramp=-1 must be greater than 0"]),
         ("idle:gpu=1,gpu=2", ["key 'gpu' given twice"]),
@@ -111,18 +117,18 @@ def test_fleet_checks_when_the_fleet_is_given():
     ):
         parse_scenario("idle:gpu=8", gpus=8)
     with pytest.raises(ValueError, match=r"link=18 is out of range: H100 SXM 80GB has 18 NVLink"):
-        parse_scenario("nvlink_down:link=18", gpus=8)
-    assert parse_scenario("nvlink_down:link=11", gpus=8, model="A100 SXM 80GB").link == 11
+        parse_scenario("nvlink_down:gpu=0,link=18", gpus=8)
+    assert parse_scenario("nvlink_down:gpu=0,link=11", gpus=8, model="A100 SXM 80GB").link == 11
     with pytest.raises(ValueError, match=r"link=12 .*A100 SXM 80GB has 12 NVLink links \(0-11\)"):
-        parse_scenario("nvlink_down:link=12", gpus=8, model="A100 SXM 80GB")
+        parse_scenario("nvlink_down:gpu=0,link=12", gpus=8, model="A100 SXM 80GB")
     with pytest.raises(ValueError, match="L40S 48GB has no NVLink links"):
-        parse_scenario("nvlink_down:link=0", gpus=1, model="L40S 48GB")
+        parse_scenario("nvlink_down:gpu=0,link=0", gpus=1, model="L40S 48GB")
     with pytest.raises(
         ValueError, match=r"limit=800 W is out of range for H100 SXM 80GB \(200-700"
     ):
-        parse_scenario("power_cap:limit=800", gpus=8)
+        parse_scenario("power_cap:gpu=0,limit=800", gpus=8)
     with pytest.raises(ValueError, match=r"unknown GPU model 'B300'.*H100 SXM 80GB"):
-        parse_scenario("idle", gpus=8, model="B300")
+        parse_scenario("idle:gpu=0", gpus=8, model="B300")
 
 
 def test_the_gpu_index_is_only_checked_against_a_known_fleet():
@@ -144,3 +150,9 @@ def test_every_key_a_scenario_lists_is_accepted():
         text = name + ":" + ",".join(f"{k}={values[k]}" for k in COMMON_KEYS + keys)
         s = parse_scenario(text, gpus=8, model=next(iter(GPU_MODELS)))
         assert (s.gpu, s.start, s.duration) == (1, 2.0, 3.0)
+
+
+def test_times_take_the_units_of_every_duration_flag():
+    s = parse_scenario("xid:gpu=1,code=13,start=1.5m,duration=2m,every=500ms")
+    assert (s.start, s.duration, s.every) == (90.0, 120.0, 0.5)
+    assert parse_scenario("memory_leak:gpu=0,ramp=1h").ramp == 3600.0
