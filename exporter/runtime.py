@@ -261,13 +261,17 @@ async def run_until_signalled(
 
 
 async def _drain(runtime: Runtime, listener: Listener, timeout: float) -> None:
-    """Both listeners stop together: no new connections, requests in flight get `timeout`
-    seconds; then the engine stops (its thread is a daemon: it is not waited for longer)."""
+    """Within about `timeout` seconds: the harness API stops taking connections and lets its
+    requests in flight finish; the metrics listener serves on meanwhile (/readyz saying why
+    it fails, a last scrape) and stops next; then the engine stops (a daemon thread: it is
+    not waited for long)."""
     started = time.monotonic()
-    stops = [listener.stop()]
+    deadline = started + timeout + 0.5
     if runtime.harness_api is not None:
-        stops.append(runtime.harness_api.stop())
-    await asyncio.gather(*stops, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(runtime.harness_api.stop(), timeout + 0.5)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(listener.stop(), max(0.5, deadline - time.monotonic()))
     if runtime.harness is not None:
         await asyncio.to_thread(runtime.harness.stop, 2.0)
     if runtime.shutdown.signal is not None:
