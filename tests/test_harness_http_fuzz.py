@@ -101,8 +101,10 @@ scalars = (
 )
 json_values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=5)
-    | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=8), inner, max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=8), inner, max_size=6)
+    ),
     max_leaves=20,
 )
 plausible = st.fixed_dictionaries(
@@ -196,9 +198,7 @@ def check_json(content_type: str, payload: bytes) -> None:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(req=requests)
-def test_every_answer_is_json_with_a_documented_status_and_counted_once(
-    served, tracebacks, req
-):
+def test_every_answer_is_json_with_a_documented_status_and_counted_once(served, tracebacks, req):
     before = requests_total(served.engine)
     status, content_type, payload = send(served.server.port, req)
     event(f"HTTP {status}")
