@@ -178,8 +178,12 @@ class Listener:
                         self.refused,
                         limit,
                     )
+                transport.pause_reading()
                 transport.write(refusal)
-                transport.close()  # its handler ends when the loop reports the close
+                # Closed on the loop's next turn, after aiohttp's handler task has started:
+                # closed now, the loop would report the close first and the task would start
+                # on a handler already torn down.
+                asyncio.get_running_loop().call_soon(transport.close)
                 return
             register(handler, transport)
 

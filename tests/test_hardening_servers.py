@@ -17,6 +17,8 @@ pytest.importorskip("torch")
 
 READ_TIMEOUT = 1.0
 MAX_CONNECTIONS = 4
+#: Every line the `bounded` exporter logged that a test read.
+LOG: list[str] = []
 
 
 def port_of(url: str) -> int:
@@ -51,6 +53,7 @@ def wait_for_line(proc, text: str, timeout: float = 30.0) -> list[str]:
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         lines.append(line)
+        LOG.append(line)
         if text in line:
             return lines
     raise AssertionError(f"{text!r} not logged: {lines}")
@@ -125,6 +128,14 @@ def test_metrics_export_the_failed_engine_family(bounded):
     assert series(m, "inference_engine_failed").popitem()[1] == 0
 
 
+def test_requests_aiohttp_cannot_parse_are_refused_in_one_log_line(bounded):
+    for _ in range(3):
+        s = connect(port_of(bounded.url))
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
+        assert read_all(s).startswith(b"HTTP/1.0 400")
+    wait_for_line(bounded.process, "request refused")  # the rest is counted at the end
+
+
 def test_sigterm_with_a_body_trickling_drains_within_the_timeout(bounded):
     """The last test on `bounded`: it stops it. The body would take 60 s (the request
     timeout) and 10 s (the read timeout); the drain timeout, 1 s, bounds the shutdown."""
@@ -138,6 +149,8 @@ def test_sigterm_with_a_body_trickling_drains_within_the_timeout(bounded):
     assert bounded.process.wait(timeout=30) == 0
     assert time.monotonic() - started < 10
     s.close()
+    log = "".join(LOG) + bounded.process.stdout.read()
+    assert log.count("request refused") == 1 and "Traceback" not in log
 
 
 def test_a_second_signal_exits_at_once():
