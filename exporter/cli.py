@@ -649,7 +649,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except CliError as exc:
         print(f"gpu-inference-exporter: error: {exc}", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's parser, so its --help is the one pointed at
+        command = _subparser(parser, args.command) if args.command else parser
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         if args.command == "generate":
             from exporter.generate import run_generate

@@ -41,6 +41,11 @@ def test_a_flag_error_is_one_line_that_says_what_is_wrong(args, says):
 def test_a_usage_error_points_at_help_instead_of_printing_it():
     line = one_line_error(cli("serve", "--collect.interval", "soon"))
     assert line.endswith("(run `gpu-inference-exporter serve --help` for more)")
+    line = one_line_error(cli("serve", "--no-such-flag"))
+    assert line == (
+        "gpu-inference-exporter serve: error: unrecognized arguments: --no-such-flag "
+        "(run `gpu-inference-exporter serve --help` for more)"
+    )
 
 
 def test_an_environment_error_names_the_variable():
