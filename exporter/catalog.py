@@ -422,6 +422,11 @@ INFERENCE_KV_CACHE_BLOCKS = _gauge(
 INFERENCE_READY = _gauge(
     "inference_ready", "1 once the model is loaded and a warm-up generation completed", ()
 )
+INFERENCE_ENGINE_FAILED = _gauge(
+    "inference_engine_failed",
+    "1 when the engine failed (at start or while serving) and answers nothing until restarted",
+    (),
+)
 INFERENCE_MODEL_INFO = _gauge(
     "inference_model_info",
     "The harness's model, dtype and device (always 1)",

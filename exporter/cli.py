@@ -16,8 +16,9 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
-from exporter import __version__
+from exporter import __version__, durations
 from exporter.backends import (
     BACKENDS,
     NO_GPU_HINT,
@@ -37,8 +38,6 @@ log = logging.getLogger("exporter")
 ENV_PREFIX = "GIE_"
 DEFAULT_PORT = 9466
 DEFAULT_HARNESS_ADDRESS = "127.0.0.1:9467"
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -55,6 +54,13 @@ class CliError(Exception):
     """A usage problem found after parsing: printed as one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Says a usage error in one line and where to read more, not the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (run `{self.prog} --help` for more)\n")
+
+
 @dataclass(frozen=True)
 class ListenAddress:
     host: str | None  # None: every interface
@@ -67,15 +73,10 @@ class ListenAddress:
 
 def parse_duration(text: str) -> float:
     """`1`, `1.5`, `500ms`, `2s`, `1m`, `1h` → seconds (positive)."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(
-            f"invalid duration {text!r}: use seconds or a unit, like 1, 0.5, 500ms, 2s, 1m"
-        )
-    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"duration {text!r} must be positive")
-    return seconds
+    try:
+        return durations.parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_listen_address(text: str) -> ListenAddress:
@@ -191,7 +192,7 @@ def _model_choices() -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gpu-inference-exporter",
         description=(
             "Prometheus exporter for GPU inference nodes: GPU health from DCGM or NVML beside "
@@ -239,6 +240,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=parse_listen_address(f":{DEFAULT_PORT}"),
         metavar="HOST:PORT",
         help="address for /metrics, /healthz, /readyz and /; :PORT listens on every interface",
+    )
+    add(
+        "--web.read-timeout",
+        dest="web_read_timeout",
+        type=parse_duration,
+        default=10.0,
+        metavar="DURATION",
+        help="on both listeners, the time a client has to send a request's head (from "
+        "connecting, or after its last answer) and, on the harness API, its body",
+    )
+    add(
+        "--web.max-connections",
+        dest="web_max_connections",
+        type=_positive_int,
+        default=512,
+        metavar="N",
+        help="connections each listener keeps open; one more is answered 503 and closed",
+    )
+    add(
+        "--web.drain-timeout",
+        dest="web_drain_timeout",
+        type=parse_duration,
+        default=5.0,
+        metavar="DURATION",
+        help="on SIGTERM or SIGINT, how long requests in flight may finish (/readyz fails at "
+        "once; a second signal exits at once)",
     )
     add(
         "--collect.interval",
@@ -561,8 +588,58 @@ def with_environment(
         items = value.split(";") if isinstance(action, argparse._AppendAction) else [value]
         for item in items:
             if item.strip():
+                _check_environment_value(action, flags[0], item.strip())
                 injected += [f"{flags[0]}={item.strip()}"]
     return ["serve", *injected, *argv[1:]]
+
+
+def _check_environment_value(action: argparse.Action, flag: str, value: str) -> None:
+    """CliError naming the variable (and its flag) when the flag would refuse its value."""
+    where = f"{env_name(flag)}={value!r} (the environment's {flag})"
+    try:
+        converted = action.type(value) if callable(action.type) else value
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
+        raise CliError(f"{where}: {exc}") from None
+    if action.choices is not None and converted not in action.choices:
+        choices = ", ".join(map(str, action.choices))
+        raise CliError(f"{where}: invalid choice (choose from {choices})")
+
+
+def attach_values(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
+    """`--flag -1s` → `--flag=-1s` for a flag that takes a value, so a value that starts with
+    `-` reaches the flag's own check ("a duration is greater than 0") instead of argparse's
+    "expected one argument"."""
+    if not argv or argv[0] != "serve":
+        return list(argv)
+    serve = _subparser(parser, "serve")
+    options = set(serve._option_string_actions)
+    takes_value = {
+        flag
+        for flag, action in serve._option_string_actions.items()
+        if action.nargs is None
+        and action.option_strings
+        and not isinstance(
+            action, (argparse._StoreConstAction, argparse._HelpAction, argparse._VersionAction)
+        )
+    }
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        if (
+            token in takes_value
+            and following is not None
+            and following.startswith("-")
+            and following.split("=", 1)[0] not in options
+            and following != "--"
+        ):
+            out.append(f"{token}={following}")
+            i += 2
+            continue
+        out.append(token)
+        i += 1
+    return out
 
 
 def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
@@ -579,7 +656,15 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     parser = build_parser()
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["serve", *argv]
-    args = parser.parse_args(with_environment(argv, parser, environ))
+    try:
+        argv = with_environment(attach_values(argv, parser), parser, environ)
+    except CliError as exc:
+        print(f"gpu-inference-exporter: error: {exc}", file=sys.stderr)
+        return 2
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's parser, so its --help is the one pointed at
+        command = _subparser(parser, args.command) if args.command else parser
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         if args.command == "generate":
             from exporter.generate import run_generate
@@ -617,10 +702,25 @@ def preview_dashboards(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_contradictions(args: argparse.Namespace) -> None:
+    """CliError for flags that contradict each other (each said, none silently dropped)."""
+    keys = [key for key, _ in args.labels]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise CliError(f"--label {twice[0]}=... is given twice: one value per label")
+    if getattr(args, "harness", None) is False and args.harness_load > 0:
+        raise CliError(
+            f"--harness.load {args.harness_load:g} needs the harness, which --no-harness turns "
+            "off: drop one of them"
+        )
+
+
 def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Run the exporter until SIGINT or SIGTERM."""
-    from exporter.runtime import build_runtime, run_until_signalled
+    from exporter.listener import ListenError
+    from exporter.runtime import build_runtime, listener_limits, run_until_signalled
 
+    check_contradictions(args)
     backend = args.backend
     if backend == "auto":
         backend = detect_backend(
@@ -641,10 +741,9 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         )
     except ValueError as exc:  # e.g. a scenario for GPU 9 in an 8-GPU fleet
         raise CliError(str(exc)) from None
+    signals = (signal.SIGINT, signal.SIGTERM)
+    limits = listener_limits(args)
     try:
-        return asyncio.run(
-            run_until_signalled(runtime, args.listen_address, (signal.SIGINT, signal.SIGTERM))
-        )
-    except OSError as exc:  # the harness's listener names its own address
-        where = getattr(exc, "address", args.listen_address)
-        raise CliError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        return asyncio.run(run_until_signalled(runtime, args.listen_address, signals, limits))
+    except ListenError as exc:  # names its one address and flag
+        raise CliError(str(exc)) from None

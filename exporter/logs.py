@@ -39,3 +39,32 @@ def setup_logging(fmt: str = "text", level: str = "info") -> None:
     root.setLevel(level.upper())
     # aiohttp logs every request at info; keep access logs off unless debugging.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class RateLimitedLog:
+    """At most one short warning line per `every` seconds (what a client can trigger at will
+    must not flood the log); the next line says how many were held back meanwhile."""
+
+    MAX_CHARS = 300
+
+    def __init__(self, logger: logging.Logger, every: float = 60.0, clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
+        self.logger = logger
+        self.every = every
+        self._clock = clock
+        self._next = float("-inf")
+        self.held = 0
+
+    def log(self, msg: str, *args: object) -> bool:
+        """Log one line (True), or count it as held back (False)."""
+        now = self._clock()
+        if now < self._next:
+            self.held += 1
+            return False
+        text = (msg % args if args else msg).replace("\n", " ")
+        if len(text) > self.MAX_CHARS:
+            text = text[: self.MAX_CHARS] + "…"
+        if self.held:
+            text += f" ({self.held} more like it not logged in the last {self.every:g}s)"
+        self.logger.warning("%s", text)
+        self._next, self.held = now + self.every, 0
+        return True

@@ -6,13 +6,16 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from exporter.listener import Listener, ListenerLimits
 from exporter.sampler import Sampler
 from exporter.samples import AnySample, Labels
 from exporter.server import build_app
@@ -21,9 +24,40 @@ from exporter.sources import Source
 if TYPE_CHECKING:
     from exporter.cli import ListenAddress
     from exporter.harness.api.server import ApiServer
+    from exporter.harness.build import BuildPlan
     from exporter.harness.engine import Engine
 
 log = logging.getLogger("exporter")
+
+
+class Shutdown:
+    """The signals that stop the exporter: the first drains (/readyz fails at once, requests
+    in flight get the drain timeout), a second one exits at once."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.signal: signal.Signals | None = None
+        self.drain_timeout = ListenerLimits().drain_timeout
+
+    def handle(self, sig: signal.Signals) -> None:
+        if self.signal is None:
+            self.signal = sig
+            log.info(
+                "%s: stopping; requests in flight get up to %gs (a second signal exits at once)",
+                sig.name,
+                self.drain_timeout,
+            )
+            self.requested.set()
+            return
+        log.warning("%s again: exiting now without draining", sig.name)
+        logging.shutdown()
+        os._exit(128 + sig.value)
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        """A /readyz check: not ready from the first signal on."""
+        if self.signal is None:
+            return True, []
+        return False, [f"shutting down ({self.signal.name} received)"]
 
 
 @dataclass
@@ -32,6 +66,7 @@ class Runtime:
     app: web.Application
     harness: Engine | None = None  # the inference harness, started and stopped with the runtime
     harness_api: ApiServer | None = None  # its HTTP API (and synthetic load), likewise
+    shutdown: Shutdown = field(default_factory=Shutdown)
 
 
 def build_sources(backend: str, args: argparse.Namespace) -> list[Source]:
@@ -67,14 +102,12 @@ def build_sources(backend: str, args: argparse.Namespace) -> list[Source]:
     raise ValueError(f"no source for backend {backend!r}")
 
 
-def build_harness(args: argparse.Namespace) -> tuple[Engine, list[Source]]:
-    """The inference harness (not started) and its sources: its own figures and this process's
-    PyTorch allocator. ValueError, said in one line, when it cannot run here."""
-    from pathlib import Path
-
-    if args.harness_weights and not Path(args.harness_weights).is_file():
-        raise ValueError(f"--harness.weights: {args.harness_weights} is not a file")
+def build_harness(args: argparse.Namespace) -> tuple[Engine, list[Source], BuildPlan]:
+    """The inference harness (not started), its sources (its own figures and this process's
+    PyTorch allocator) and what it will build here. ValueError, said in one line, when it
+    cannot run here: checked now, before anything listens or loads."""
     try:
+        from exporter.harness.build import plan_build
         from exporter.harness.engine import Engine
     except ImportError as exc:
         raise ValueError(
@@ -85,17 +118,17 @@ def build_harness(args: argparse.Namespace) -> tuple[Engine, list[Source]]:
     from exporter.sources.harness import HarnessSource
     from exporter.sources.torch import TorchAllocatorSource
 
-    engine = Engine(
-        EngineConfig(
-            preset=args.harness_preset,
-            weights=args.harness_weights,
-            block_size=args.harness_block_size,
-            kv_cache_memory=args.harness_kv_cache_memory,
-            device=args.harness_device,
-            dtype=args.harness_dtype,
-        )
+    config = EngineConfig(
+        preset=args.harness_preset,
+        weights=args.harness_weights,
+        block_size=args.harness_block_size,
+        kv_cache_memory=args.harness_kv_cache_memory,
+        device=args.harness_device,
+        dtype=args.harness_dtype,
     )
-    return engine, [HarnessSource(engine.metrics), TorchAllocatorSource()]
+    plan = plan_build(config)
+    engine = Engine(config)
+    return engine, [HarnessSource(engine.metrics), TorchAllocatorSource()], plan
 
 
 def harness_wanted(args: argparse.Namespace) -> bool:
@@ -116,9 +149,11 @@ def harness_wanted(args: argparse.Namespace) -> bool:
     return True
 
 
-def build_harness_api(args: argparse.Namespace, engine: Engine) -> ApiServer:
-    """The harness's HTTP API on --harness.listen-address, with its limits and load."""
+def build_harness_api(args: argparse.Namespace, engine: Engine, plan: BuildPlan) -> ApiServer:
+    """The harness's HTTP API on --harness.listen-address, with its limits and load;
+    ValueError for limits or load that contradict the model or each other."""
     from exporter.harness.api.admission import AdmissionLimits
+    from exporter.harness.api.checks import check_harness_limits
     from exporter.harness.api.server import ApiServer, ApiSettings
     from exporter.harness.loadgen import LoadProfile
 
@@ -134,8 +169,22 @@ def build_harness_api(args: argparse.Namespace, engine: Engine) -> ApiServer:
         load = LoadProfile(
             args.harness_load, args.harness_load_prompt_tokens, args.harness_load_max_tokens
         )
+    check_harness_limits(limits, load, plan.model_config.name, plan.model_config.max_seq_len)
     address = args.harness_listen_address
-    return ApiServer(engine, ApiSettings(address.host, address.port, limits, load))
+    settings = ApiSettings(address.host, address.port, limits, load, listener_limits(args))
+    return ApiServer(engine, settings)
+
+
+def listener_limits(args: argparse.Namespace) -> ListenerLimits:
+    """The bounds of both listeners, from --web.* flags (the defaults without them)."""
+    defaults = ListenerLimits()
+    timeout = getattr(args, "web_read_timeout", None) or defaults.header_timeout
+    return ListenerLimits(
+        header_timeout=timeout,
+        body_timeout=timeout,
+        max_connections=getattr(args, "web_max_connections", None) or defaults.max_connections,
+        drain_timeout=getattr(args, "web_drain_timeout", None) or defaults.drain_timeout,
+    )
 
 
 def build_runtime(
@@ -148,9 +197,11 @@ def build_runtime(
     sources = build_sources(backend, args)
     harness = harness_api = None
     if harness_wanted(args):
-        harness, harness_sources = build_harness(args)
+        harness, harness_sources, plan = build_harness(args)
         sources += harness_sources
-        harness_api = build_harness_api(args, harness)
+        harness_api = build_harness_api(args, harness, plan)
+    elif args.harness_load > 0:
+        raise ValueError(f"--harness.load {args.harness_load:g} needs the harness (and PyTorch)")
     gpu_backend = backend if backend != "none" else None
     sampler = Sampler(
         sources,
@@ -160,26 +211,34 @@ def build_runtime(
         static_samples=static_samples,
         gpu_backend=gpu_backend,
     )
-    ready_checks = [harness.readiness] if harness is not None else []
+    shutdown = Shutdown()
+    ready_checks = [shutdown.readiness]
+    if harness is not None:
+        ready_checks.append(harness.readiness)
     app = build_app(sampler, ready_checks=ready_checks)
-    return Runtime(sampler=sampler, app=app, harness=harness, harness_api=harness_api)
+    return Runtime(sampler, app, harness, harness_api, shutdown)
 
 
 async def run_until_signalled(
-    runtime: Runtime, address: ListenAddress, signals: Sequence[signal.Signals]
+    runtime: Runtime,
+    address: ListenAddress,
+    signals: Sequence[signal.Signals],
+    limits: ListenerLimits | None = None,
 ) -> int:
-    """Serve and collect until one of `signals` arrives; then stop cleanly and return 0."""
-    stop = asyncio.Event()
+    """Listen on both addresses (ListenError before any model loads), start the harness,
+    serve and collect until one of `signals`; then drain within the limits and return 0."""
+    limits = limits or ListenerLimits()
     loop = asyncio.get_running_loop()
+    shutdown = runtime.shutdown
+    shutdown.drain_timeout = limits.drain_timeout
     for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(runtime.app, access_log=None, handle_signals=False)
-    await runner.setup()
-    if runtime.harness is not None:
-        runtime.harness.start()  # loads and warms up on its own thread; scrapes go on meanwhile
+        loop.add_signal_handler(sig, shutdown.handle, sig)
+    listener = Listener(
+        runtime.app, address.host, address.port, limits, flag="--web.listen-address"
+    )
+    collecting: asyncio.Task[None] | None = None
     try:
-        site = web.TCPSite(runner, address.host, address.port)
-        await site.start()
+        await listener.start()
         log.info(
             "listening on http://%s/metrics (sources: %s, interval %gs)",
             address,
@@ -188,20 +247,39 @@ async def run_until_signalled(
         )
         if runtime.harness_api is not None:
             await runtime.harness_api.start()
+        if runtime.harness is not None:
+            runtime.harness.start()  # loads and warms up on its own thread; scrapes go on
         collecting = asyncio.create_task(runtime.sampler.run(), name="sampler")
-        stopping = asyncio.create_task(stop.wait(), name="stop")
+        stopping = asyncio.create_task(shutdown.requested.wait(), name="stop")
         done, _ = await asyncio.wait({collecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if collecting in done:
             collecting.result()  # the sampler never returns: re-raise what killed it
-        collecting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await collecting
-        log.info("stopping")
+        stopping.cancel()
         return 0
     finally:
-        if runtime.harness_api is not None:
-            await runtime.harness_api.stop()
-        await runner.cleanup()
-        if runtime.harness is not None:
-            await asyncio.to_thread(runtime.harness.stop)
+        await _drain(runtime, listener, limits.drain_timeout)
+        if collecting is not None:
+            collecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collecting
         runtime.sampler.close()
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+async def _drain(runtime: Runtime, listener: Listener, timeout: float) -> None:
+    """Within about `timeout` seconds: the harness API stops taking connections and lets its
+    requests in flight finish; the metrics listener serves on meanwhile (/readyz saying why
+    it fails, a last scrape) and stops next; then the engine stops (a daemon thread: it is
+    not waited for long)."""
+    started = time.monotonic()
+    deadline = started + timeout + 0.5
+    if runtime.harness_api is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(runtime.harness_api.stop(), timeout + 0.5)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(listener.stop(), max(0.5, deadline - time.monotonic()))
+    if runtime.harness is not None:
+        await asyncio.to_thread(runtime.harness.stop, 2.0)
+    if runtime.shutdown.signal is not None:
+        log.info("stopped (drained in %.1fs)", time.monotonic() - started)

@@ -378,6 +378,7 @@ def test_the_catalog_has_the_inference_families_the_rules_use():
             "inference_kv_cache_fragmentation_ratio",
             "inference_kv_cache_blocks",
             "inference_ready",
+            "inference_engine_failed",
             "inference_requests_total",
             "inference_prompt_tokens_total",
             "inference_generation_tokens_total",

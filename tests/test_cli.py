@@ -64,7 +64,7 @@ def test_serve_help_explains_every_flag_and_its_environment_variable():
     [
         (["serve", "--backend", "gpu"], "invalid choice: 'gpu'"),
         (["serve", "--collect.interval", "fast"], "invalid duration 'fast'"),
-        (["serve", "--collect.interval", "0"], "must be positive"),
+        (["serve", "--collect.interval", "0"], "must be greater than 0"),
         (["serve", "--web.listen-address", "9466"], "invalid listen address"),
         (["serve", "--web.listen-address", ":99999"], "invalid listen address"),
         (["serve", "--label", "gpu=3"], "used by the exporter's own series"),
@@ -73,7 +73,7 @@ def test_serve_help_explains_every_flag_and_its_environment_variable():
         (["serve", "--simulate.gpus", "0"], "must be at least 1"),
         (["serve", "--simulate.scenario", "meltdown:gpu=1"], "meltdown"),
         (
-            ["serve", "--simulate.scenario", "gpu_lost:start=2", "--backend", "none"],
+            ["serve", "--simulate.scenario", "gpu_lost:gpu=0,start=2", "--backend", "none"],
             "--simulate.scenario needs --backend simulated",
         ),
         (["serve", "--dcgm.embedded=maybe"], "expected true or false, got 'maybe'"),
@@ -92,10 +92,11 @@ def test_bad_input_exits_2_with_a_message_and_no_traceback(args, message):
     assert "Traceback" not in out.stderr
 
 
-def test_bad_environment_value_exits_2_naming_the_flag():
+def test_bad_environment_value_exits_2_naming_the_variable_and_its_flag():
     out = cli("serve", env={"GIE_COLLECT_INTERVAL": "soon", "PATH": "/usr/bin"})
     assert out.returncode == 2
-    assert "--collect.interval" in out.stderr and "soon" in out.stderr
+    assert "GIE_COLLECT_INTERVAL='soon'" in out.stderr and "--collect.interval" in out.stderr
+    assert len(out.stderr.splitlines()) == 1
     assert "Traceback" not in out.stderr
 
 

@@ -250,9 +250,9 @@ def test_ready_after_warm_up_which_the_metrics_do_not_count():
 @pytest.mark.parametrize(
     "config,message",
     [
-        (dict(weights="/nonexistent/model.safetensors"), "does not exist"),
-        (dict(kv_cache_memory=KVCacheMemory(bytes=100)), "holds no block"),
-        (dict(kv_cache_memory=KVCacheMemory(fraction=0.5)), "needs CUDA"),
+        (dict(weights="/nonexistent/model.safetensors"), "is not a file"),
+        (dict(kv_cache_memory=KVCacheMemory(bytes=100)), "holds no KV block"),
+        (dict(kv_cache_memory=KVCacheMemory(fraction=0.5)), "fraction of free CUDA memory"),
     ],
 )
 def test_a_failed_start_is_reported_by_wait_ready_and_readiness(config, message):
@@ -267,7 +267,7 @@ def test_a_failed_start_is_reported_by_wait_ready_and_readiness(config, message)
 
     (ready, reasons), metrics = run(scenario())
     assert not ready and message in reasons[0]
-    assert not metrics.ready
+    assert not metrics.ready and metrics.failed
 
 
 def test_requests_that_can_never_be_served_are_rejected_at_once_and_counted():
@@ -312,7 +312,7 @@ def test_a_weights_file_of_another_shape_is_refused_with_the_reason(tmp_path):
     ):
         load_weights(seeded_model(PRESETS["tiny"], seed=0), path)
     (tmp_path / "garbage.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(WeightsError, match="cannot read"):
+    with pytest.raises(WeightsError, match="is not a safetensors weights file"):
         load_weights(seeded_model(PRESETS["tiny"], seed=0), tmp_path / "garbage.safetensors")
 
 

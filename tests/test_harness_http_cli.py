@@ -66,7 +66,7 @@ def test_api_flags_have_defaults_and_environment_variables():
         ("--harness.shed-kv-utilization=0", "expected a ratio in (0, 1]"),
         ("--harness.max-waiting=0", "must be at least 1"),
         ("--harness.max-prompt-tokens=many", "expected a whole number"),
-        ("--harness.request-timeout=0", "must be positive"),
+        ("--harness.request-timeout=0", "must be greater than 0"),
         ("--harness.load=-1", "expected requests per second"),
         ("--harness.load=inf", "expected requests per second"),
         ("--harness.load.prompt-tokens=gauss:3", "invalid length distribution 'gauss:3'"),

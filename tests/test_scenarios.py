@@ -33,8 +33,8 @@ def test_every_scenario_has_a_one_line_description_and_its_keys():
     assert set(REQUIRED_KEYS) <= set(SCENARIOS)
 
 
-def test_a_bare_name_takes_the_defaults():
-    s = parse_scenario("thermal_throttle")
+def test_a_name_and_a_gpu_take_the_defaults():
+    s = parse_scenario("thermal_throttle:gpu=0")
     assert s == Scenario("thermal_throttle", gpu=0, start=0.0, duration=None)
     assert s.end == math.inf
     assert s.active(0.0) and s.active(1e9)
@@ -44,16 +44,16 @@ def test_every_key_is_read_with_its_type():
     s = parse_scenario(" xid : gpu=3 , start=12.5, duration=30, code=79, every=7.5 ")
     assert (s.name, s.gpu, s.start, s.duration, s.code, s.every) == ("xid", 3, 12.5, 30.0, 79, 7.5)
     assert isinstance(s.gpu, int) and isinstance(s.code, int)
-    assert parse_scenario("nvlink_down:link=17").link == 17
-    assert parse_scenario("power_cap:limit=300").limit == 300.0
-    assert parse_scenario("memory_leak:ramp=5").ramp == 5.0
+    assert parse_scenario("nvlink_down:gpu=0,link=17").link == 17
+    assert parse_scenario("power_cap:gpu=0,limit=300").limit == 300.0
+    assert parse_scenario("memory_leak:gpu=0,ramp=5").ramp == 5.0
     assert parse_scenario("fragmentation:ramp=90,gpu=7").ramp == 90.0
-    assert parse_scenario("ecc_uncorrectable:every=10").every == 10.0
-    assert parse_scenario("idle:").name == "idle"
-    assert parse_scenario("recovery_action:action=drain_p2p").action == "drain_p2p"
-    flap = parse_scenario("thermal_flap:period=30,duty=0.25")
+    assert parse_scenario("ecc_uncorrectable:gpu=0,every=10").every == 10.0
+    assert parse_scenario("idle:gpu=0").name == "idle"
+    assert parse_scenario("recovery_action:gpu=0,action=drain_p2p").action == "drain_p2p"
+    flap = parse_scenario("thermal_flap:gpu=0,period=30,duty=0.25")
     assert (flap.period, flap.duty) == (30.0, 0.25)
-    assert parse_scenario("gpu_lost:duration=60,reboot=120").reboot == 120.0
+    assert parse_scenario("gpu_lost:gpu=0,duration=60,reboot=2m").reboot == 120.0
 
 
 def test_gpu_all_puts_the_same_fault_on_every_gpu():
@@ -65,15 +65,15 @@ def test_gpu_all_puts_the_same_fault_on_every_gpu():
 
 
 def test_on_off_scenarios_are_on_for_their_duty_share_of_every_period():
-    s = parse_scenario("thermal_flap:start=10,duration=100,period=20,duty=0.25")
+    s = parse_scenario("thermal_flap:gpu=0,start=10,duration=100,period=20,duty=0.25")
     on = [t for t in range(0, 130) if s.phase_on(t)]
     assert on == [t for t in range(10, 110) if (t - 10) % 20 < 5]
-    default = parse_scenario("power_at_limit")  # 50% of 20 s
+    default = parse_scenario("power_at_limit:gpu=0")  # 50% of 20 s
     assert [default.phase_on(t) for t in (0, 9.9, 10, 19.9, 20)] == [1, 1, 0, 0, 1]
 
 
 def test_the_window_is_start_inclusive_end_exclusive():
-    s = parse_scenario("idle:start=10,duration=5")
+    s = parse_scenario("idle:gpu=0,start=10,duration=5")
     assert [s.active(t) for t in (9.99, 10.0, 14.99, 15.0)] == [False, True, True, False]
     assert s.end == 15.0
 
@@ -81,8 +81,8 @@ def test_the_window_is_start_inclusive_end_exclusive():
 def test_str_gives_back_a_parseable_scenario():
     for text in (
         "xid:gpu=2,start=5,duration=60,code=13,every=10",
-        "nvlink_down:link=3",
-        "idle",
+        "nvlink_down:gpu=0,link=3",
+        "idle:gpu=1",
         "recovery_action:gpu=all,start=5,duration=9,action=reboot",
         "thermal_flap:gpu=1,period=30,duty=0.5",
         "gpu_lost:gpu=3,duration=20,reboot=40",
@@ -104,12 +104,14 @@ def test_str_gives_back_a_parseable_scenario():
         ("idle:gpu=", ["'gpu=' is not key=value"]),
         ("idle:gpu=one", ["gpu='one' is not a whole number"]),
         ("idle:gpu=1.5", ["gpu='1.5' is not a whole number"]),
-        ("idle:start=soon", ["start='soon' is not a number"]),
-        ("idle:start=-5", ["start=-5 must not be negative"]),
+        ("idle:gpu=0,start=soon", ["start='soon' is not a duration"]),
+        ("idle:gpu=0,start=-5", ["start=-5 must not be negative"]),
         ("idle:gpu=-1", ["gpu=-1 must not be negative"]),
-        ("idle:duration=0", ["duration=0 must be greater than 0"]),
-        ("idle:duration=nan", ["duration=nan is not a finite number"]),
-        ("idle:start=inf", ["start=inf is not a finite number"]),
+        ("idle:gpu=0,duration=0", ["duration=0 must be greater than 0"]),
+        ("idle:gpu=0,duration=nan", ["duration='nan' is not a duration"]),
+        ("idle:gpu=0,duration=2x", ["duration='2x' is not a duration (like 30, 1.5m, 500ms)"]),
+        ("idle:gpu=0,start=inf", ["start='inf' is not a duration"]),
+        ("idle:start=5", ["which GPU? add gpu=I, like idle:gpu=0"]),
         ("xid:code=79,every=0", ["every=0 must be greater than 0"]),
         ("memory_leak:ramp=-1", ["ramp=-1 must be greater than 0"]),
         ("idle:gpu=1,gpu=2", ["key 'gpu' given twice"]),
@@ -152,18 +154,18 @@ def test_fleet_checks_when_the_fleet_is_given():
     ):
         parse_scenario("idle:gpu=8", gpus=8)
     with pytest.raises(ValueError, match=r"link=18 is out of range: H100 SXM 80GB has 18 NVLink"):
-        parse_scenario("nvlink_down:link=18", gpus=8)
-    assert parse_scenario("nvlink_down:link=11", gpus=8, model="A100 SXM 80GB").link == 11
+        parse_scenario("nvlink_down:gpu=0,link=18", gpus=8)
+    assert parse_scenario("nvlink_down:gpu=0,link=11", gpus=8, model="A100 SXM 80GB").link == 11
     with pytest.raises(ValueError, match=r"link=12 .*A100 SXM 80GB has 12 NVLink links \(0-11\)"):
-        parse_scenario("nvlink_down:link=12", gpus=8, model="A100 SXM 80GB")
+        parse_scenario("nvlink_down:gpu=0,link=12", gpus=8, model="A100 SXM 80GB")
     with pytest.raises(ValueError, match="L40S 48GB has no NVLink links"):
-        parse_scenario("nvlink_down:link=0", gpus=1, model="L40S 48GB")
+        parse_scenario("nvlink_down:gpu=0,link=0", gpus=1, model="L40S 48GB")
     with pytest.raises(
         ValueError, match=r"limit=800 W is out of range for H100 SXM 80GB \(200-700"
     ):
-        parse_scenario("power_cap:limit=800", gpus=8)
+        parse_scenario("power_cap:gpu=0,limit=800", gpus=8)
     with pytest.raises(ValueError, match=r"unknown GPU model 'B300'.*H100 SXM 80GB"):
-        parse_scenario("idle", gpus=8, model="B300")
+        parse_scenario("idle:gpu=0", gpus=8, model="B300")
 
 
 def test_the_gpu_index_is_only_checked_against_a_known_fleet():
@@ -189,3 +191,9 @@ def test_every_key_a_scenario_lists_is_accepted():
         text = name + ":" + ",".join(f"{k}={values[k]}" for k in COMMON_KEYS + keys)
         s = parse_scenario(text, gpus=8, model=next(iter(GPU_MODELS)))
         assert (s.gpu, s.start, s.duration) == (1, 2.0, 3.0)
+
+
+def test_times_take_the_units_of_every_duration_flag():
+    s = parse_scenario("xid:gpu=1,code=13,start=1.5m,duration=2m,every=500ms")
+    assert (s.start, s.duration, s.every) == (90.0, 120.0, 0.5)
+    assert parse_scenario("memory_leak:gpu=0,ramp=1h").ramp == 3600.0

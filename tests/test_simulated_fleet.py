@@ -443,9 +443,9 @@ def test_the_fleet_refuses_bad_arguments():
     ):
         SimulatedSource(gpus=2, scenarios=[parse_scenario("idle:gpu=2")])
     with pytest.raises(ValueError, match="invalid scenario 'nvlink_down:gpu=0,link=18'"):
-        SimulatedSource(scenarios=[parse_scenario("nvlink_down:link=18")])
+        SimulatedSource(scenarios=[parse_scenario("nvlink_down:gpu=0,link=18")])
     with pytest.raises(ValueError, match="L40S 48GB has no NVLink links"):
-        SimulatedSource(model="L40S 48GB", scenarios=[parse_scenario("nvlink_down:link=0")])
+        SimulatedSource(model="L40S 48GB", scenarios=[parse_scenario("nvlink_down:gpu=0,link=0")])
 
 
 # --- scenarios -------------------------------------------------------------------------------

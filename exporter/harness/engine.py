@@ -36,6 +36,7 @@ __all__ = [
     "Completion",
     "Engine",
     "EngineError",
+    "EngineFailed",
     "EngineStats",
     "RequestCancelled",
     "RequestRejected",
@@ -52,6 +53,10 @@ WARMUP_TOKENS = 4
 
 class EngineError(RuntimeError):
     """The engine failed to start, stopped, or failed the model step of this request."""
+
+
+class EngineFailed(EngineError):
+    """The engine failed (at start or while serving) and serves nothing until restarted."""
 
 
 class RequestTimeout(TimeoutError):
@@ -226,7 +231,7 @@ class Engine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
+        self.failure: str | None = None  # why the engine failed for good; None while it runs
 
     # --- life cycle --------------------------------------------------------------------------
 
@@ -240,12 +245,12 @@ class Engine:
     @property
     def ready(self) -> bool:
         """True once the model is loaded and the warm-up generation is done."""
-        return self._ready.is_set() and self._startup_error is None and not self._stopping
+        return self._ready.is_set() and self.failure is None and not self._stopping
 
     def readiness(self) -> tuple[bool, list[str]]:
         """(ready, reasons it is not), in the shape of the exporter's /readyz checks."""
-        if self._startup_error is not None:
-            return False, [f"inference harness failed to start: {self._startup_error}"]
+        if self.failure is not None:
+            return False, [f"inference harness failed: {self.failure}"]
         if self._stopping:
             return False, ["inference harness is stopping"]
         if not self._ready.is_set():
@@ -258,8 +263,8 @@ class Engine:
             raise EngineError("the engine is not started")
         if not await asyncio.to_thread(self._ready.wait, timeout):
             raise TimeoutError(f"the engine was not ready within {timeout}s")
-        if self._startup_error is not None:
-            raise EngineError(f"engine failed to start: {self._startup_error}")
+        if self.failure is not None:
+            raise EngineFailed(f"engine failed: {self.failure}")
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the engine thread; requests still in flight end as cancelled."""
@@ -313,7 +318,9 @@ class Engine:
         """Queue a request now (RequestRejected at once if it can never fit) and return the
         stream of its tokens. Iterate it with `async for`; closing it early (`aclose`, leaving
         `async with`) or cancelling the task iterating it aborts the request."""
-        if self._stopping or self._startup_error is not None or self._thread is None:
+        if self.failure is not None:
+            raise EngineFailed(self.failure)
+        if self._stopping or self._thread is None:
             raise EngineError("the engine is not running")
         if temperature < 0:
             raise ValueError("temperature must not be negative")
@@ -357,8 +364,7 @@ class Engine:
                 self._build()
                 self._warm_up()
         except BaseException as exc:
-            log.exception("the inference engine failed to start")
-            self._startup_error = exc
+            self._fail(f"it did not start: {_one_line(exc)}", exc)
             self._ready.set()
             self._drain_after_failure(f"engine failed to start: {exc}")
             return
@@ -375,9 +381,20 @@ class Engine:
         try:
             with torch.inference_mode():
                 self._serve()
+        except BaseException as exc:
+            self._fail(f"its thread stopped: {_one_line(exc)}", exc)
+            self._drain_after_failure(f"engine failed: {_one_line(exc)}")
+            return
         finally:
             self.metrics.set_ready(False)
-            self._drain_after_failure("the engine stopped")
+        self._drain_after_failure("the engine stopped")
+
+    def _fail(self, reason: str, exc: BaseException) -> None:
+        """Failed for good: one log line (the traceback at debug level), metrics, readiness."""
+        self.failure = reason
+        self.metrics.set_failed()
+        log.error("the inference engine failed: %s; it serves nothing until restarted", reason)
+        log.debug("inference engine failure", exc_info=exc)
 
     def _build(self) -> None:
         built = build_core(self.config, self.metrics)
@@ -501,6 +518,11 @@ class Engine:
             request = self._requests.pop(update.seq.request_id, None)
             if request is not None:
                 self._send(request, Update(update.seq, None, at, Outcome.CANCELLED, reason))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _put_all(items: list[tuple[_Request, Update]]) -> None:

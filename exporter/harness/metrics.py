@@ -112,6 +112,7 @@ class MetricsSnapshot:
     kv: KVGauges | None
     ready: bool
     model: ModelInfo | None
+    failed: bool = False
 
 
 class HarnessMetrics:
@@ -136,6 +137,7 @@ class HarnessMetrics:
         self.blocks_used = 0
         self.stored_tokens = 0
         self.ready = False
+        self.failed = False
         self.model: ModelInfo | None = None
 
     def record_step(
@@ -194,6 +196,11 @@ class HarnessMetrics:
         with self._lock:
             self.ready = ready
 
+    def set_failed(self) -> None:
+        """The engine failed for good: not ready, and failed, until the process restarts."""
+        with self._lock:
+            self.ready, self.failed = False, True
+
     def snapshot(self) -> MetricsSnapshot:
         with self._lock:
             return MetricsSnapshot(
@@ -218,6 +225,7 @@ class HarnessMetrics:
                 else None,
                 ready=self.ready,
                 model=self.model,
+                failed=self.failed,
             )
 
 

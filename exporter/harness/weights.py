@@ -31,10 +31,18 @@ def seeded_model(cfg: ModelConfig, seed: int) -> Transformer:
     return model
 
 
-def load_weights(model: Transformer, path: str | Path) -> None:
-    """Load a safetensors file into `model`, explaining any mismatch with the preset."""
+def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every weight's name and shape for the preset, without allocating it."""
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+
+
+def check_weights(path: str | Path, cfg: ModelConfig) -> None:
+    """Read only the file's safetensors header: WeightsError (one line) unless it is a
+    safetensors file whose names and shapes are the preset's."""
     try:
-        from safetensors.torch import load_file
+        from safetensors import safe_open
     except ImportError:  # pragma: no cover - safetensors comes with the harness extra
         raise WeightsError(
             "reading --harness.weights needs safetensors: pip install "
@@ -42,26 +50,38 @@ def load_weights(model: Transformer, path: str | Path) -> None:
         ) from None
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+        raise WeightsError(f"{path} is not a file")
+    try:
+        with safe_open(str(path), framework="pt") as f:  # type: ignore[no-untyped-call]
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsError(f"{path} is not a safetensors weights file ({reason})") from None
+    expected = _expected_shapes(cfg)
+    missing = sorted(expected.keys() - shapes.keys())
+    unexpected = sorted(shapes.keys() - expected.keys())
+    if missing or unexpected:
+        raise WeightsError(
+            f"{path} does not match the {cfg.name} preset: "
+            f"missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}"
+        )
+    for name, shape in shapes.items():
+        if shape != expected[name]:
+            raise WeightsError(
+                f"{path}: {name} has shape {shape}, the {cfg.name} preset expects {expected[name]}"
+            )
+
+
+def load_weights(model: Transformer, path: str | Path) -> None:
+    """Load a safetensors file into `model`, explaining any mismatch with the preset."""
+    from safetensors.torch import load_file
+
+    check_weights(path, model.cfg)
     try:
         tensors = load_file(str(path))
     except Exception as exc:
         raise WeightsError(f"cannot read weights file {path}: {exc}") from None
-    expected = model.state_dict()
-    missing = sorted(expected.keys() - tensors.keys())
-    unexpected = sorted(tensors.keys() - expected.keys())
-    if missing or unexpected:
-        raise WeightsError(
-            f"{path} does not match the {model.cfg.name} preset: "
-            f"missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}"
-        )
-    for name, tensor in tensors.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise WeightsError(
-                f"{path}: {name} has shape {tuple(tensor.shape)}, the {model.cfg.name} preset "
-                f"expects {tuple(expected[name].shape)}"
-            )
     model.load_state_dict(tensors, strict=True)
 
 

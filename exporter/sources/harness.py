@@ -40,6 +40,7 @@ class HarnessSource:
                 ),
             ]
         out.append(c.INFERENCE_READY.sample(int(m.ready)))
+        out.append(c.INFERENCE_ENGINE_FAILED.sample(int(m.failed)))
         out += [c.INFERENCE_REQUESTS.sample(n, outcome=o) for o, n in m.outcomes.items()]
         out += [
             c.INFERENCE_PROMPT_TOKENS.sample(m.prompt_tokens),

@@ -16,6 +16,8 @@ starts a comment, `gpu *` applies to every GPU:
   nvlinks N                   NVLink links per GPU (default 18; 0 for a PCIe board)
   name TEXT / driver V / cuda N        what the GPUs and the driver report
   driver_loaded 0|1           0: nvmlInit fails with DriverNotLoaded
+  missing FN[,FN...]          these entry points answer FunctionNotFound, as pynvml reports a
+                              symbol the driver's library lacks (names as in FUNCTIONS in the C)
   pcie_throughput_us N        how long nvmlDeviceGetPcieThroughput blocks (default 20000)
   gpu I unsupported F,F...    NotSupported for features: utilization memory_v2 temperature
                               memory_temperature power power_limit energy clocks video_clock

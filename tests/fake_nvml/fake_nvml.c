@@ -40,6 +40,7 @@ typedef struct fake_event_set *nvmlEventSet_t;
 #define NVML_ERROR_INSUFFICIENT_SIZE 7
 #define NVML_ERROR_DRIVER_NOT_LOADED 9
 #define NVML_ERROR_TIMEOUT 10
+#define NVML_ERROR_FUNCTION_NOT_FOUND 13
 #define NVML_ERROR_GPU_IS_LOST 15
 #define NVML_ERROR_ARGUMENT_VERSION_MISMATCH 25
 #define NVML_ERROR_UNKNOWN 999
@@ -185,6 +186,7 @@ static double g_next_poll;
     X(nvmlInitWithFlags) X(nvmlShutdown) X(nvmlSystemGetDriverVersion) X(nvmlSystemGetNVMLVersion) \
     X(nvmlSystemGetCudaDriverVersion) X(nvmlSystemGetProcessName) X(nvmlDeviceGetCount_v2)         \
     X(nvmlDeviceGetHandleByIndex_v2) X(nvmlDeviceGetHandleByUUID) X(nvmlDeviceGetIndex)            \
+    X(nvmlDeviceGetHandleByPciBusId_v2)                                                            \
     X(nvmlDeviceGetName) X(nvmlDeviceGetUUID) X(nvmlDeviceGetPciInfo_v3)                           \
     X(nvmlDeviceGetUtilizationRates) X(nvmlDeviceGetMemoryInfo) X(nvmlDeviceGetMemoryInfo_v2)      \
     X(nvmlDeviceGetTemperature) X(nvmlDeviceGetTemperatureV) X(nvmlDeviceGetPowerUsage)            \
@@ -206,6 +208,7 @@ static double g_next_poll;
 enum fn { FUNCTIONS(AS_ENUM) FN_COUNT };
 static const char *FN_NAMES[FN_COUNT] = {FUNCTIONS(AS_NAME)};
 static unsigned long long g_calls[FN_COUNT][MAX_GPUS + 1];
+static unsigned char g_missing[FN_COUNT]; /* entry points that answer FunctionNotFound */
 
 static double now_s(void) {
     struct timespec ts;
@@ -258,6 +261,7 @@ static void reset_all(void) {
     snprintf(g_driver, sizeof g_driver, "550.90.07");
     memset(g_sets, 0, sizeof g_sets);
     memset(g_calls, 0, sizeof g_calls);
+    memset(g_missing, 0, sizeof g_missing);
 }
 
 /* ---- Derived values (functions of the time since the library loaded) ------------------------ */
@@ -397,7 +401,17 @@ static int apply_line(const char *text, char *err, size_t errlen) {
         g_pcie_us = atol(strtok_r(NULL, DELIM, &save) ?: "0");
     else if (!strcmp(key, "driver_loaded"))
         g_driver_loaded = atoi(strtok_r(NULL, DELIM, &save) ?: "1");
-    else if (!strcmp(key, "cuda")) g_cuda = atoi(strtok_r(NULL, DELIM, &save) ?: "0");
+    else if (!strcmp(key, "missing")) {
+        char *names = strtok_r(NULL, DELIM, &save);
+        if (!names) return snprintf(err, errlen, "missing: no function named"), -1;
+        for (char *s2, *f = strtok_r(names, ",", &s2); f; f = strtok_r(NULL, ",", &s2)) {
+            int k = -1;
+            for (int i = 0; i < FN_COUNT; i++)
+                if (!strcmp(FN_NAMES[i], f)) k = i;
+            if (k < 0) return snprintf(err, errlen, "unknown function %s", f), -1;
+            g_missing[k] = 1;
+        }
+    } else if (!strcmp(key, "cuda")) g_cuda = atoi(strtok_r(NULL, DELIM, &save) ?: "0");
     else if (!strcmp(key, "driver")) snprintf(g_driver, sizeof g_driver, "%s", strtok_r(NULL, DELIM, &save) ?: "");
     else if (!strcmp(key, "name")) {
         while (rest && (*rest == ' ' || *rest == '\t')) rest++;
@@ -521,7 +535,8 @@ int fake_nvml_struct_size(const char *name) {
 #define ENTER(fn)                                                                              \
     pthread_mutex_lock(&g_lock);                                                               \
     poll_control();                                                                            \
-    g_calls[FN_##fn][MAX_GPUS]++
+    g_calls[FN_##fn][MAX_GPUS]++;                                                              \
+    if (g_missing[FN_##fn]) RETURN(NVML_ERROR_FUNCTION_NOT_FOUND)
 #define RETURN(x)                                                                              \
     do {                                                                                       \
         nvmlReturn_t r_ = (x);                                                                 \
@@ -559,6 +574,7 @@ static nvmlReturn_t device_status(nvmlDevice_t d) {
     poll_control();                                                                            \
     do {                                                                                       \
         g_calls[FN_##fn][gpu_slot(d)]++;                                                       \
+        if (g_missing[FN_##fn]) RETURN(NVML_ERROR_FUNCTION_NOT_FOUND);                         \
         nvmlReturn_t st_ = device_status(d);                                                   \
         if (st_ != NVML_SUCCESS) RETURN(st_);                                                  \
         if (!(mig_ok) && (d)->kind == KIND_MIG) RETURN(NVML_ERROR_NOT_SUPPORTED);              \
@@ -577,6 +593,10 @@ static void uuid_of(nvmlDevice_t d, char *buf, unsigned int len) {
                  d->index);
 }
 
+static void bus_id_of(nvmlDevice_t d, char *buf, unsigned int len) {
+    snprintf(buf, len, "%08X:%02X:00.0", (unsigned int)(d->index / 8), BUSES[d->index % 8]);
+}
+
 /* ---- System ---------------------------------------------------------------------------------- */
 
 static const char *error_string(nvmlReturn_t r) {
@@ -589,6 +609,7 @@ static const char *error_string(nvmlReturn_t r) {
     case NVML_ERROR_INSUFFICIENT_SIZE: return "Insufficient Size";
     case NVML_ERROR_DRIVER_NOT_LOADED: return "Driver Not Loaded";
     case NVML_ERROR_TIMEOUT: return "Timeout";
+    case NVML_ERROR_FUNCTION_NOT_FOUND: return "Function Not Found";
     case NVML_ERROR_GPU_IS_LOST: return "GPU is lost";
     case NVML_ERROR_ARGUMENT_VERSION_MISMATCH: return "Argument version mismatch";
     default: return "Unknown Error";
@@ -697,6 +718,22 @@ nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *device) {
     RETURN(NVML_ERROR_NOT_FOUND);
 }
 
+nvmlReturn_t nvmlDeviceGetHandleByPciBusId_v2(const char *bus_id, nvmlDevice_t *device) {
+    ENTER(nvmlDeviceGetHandleByPciBusId_v2);
+    if (!g_refcount) RETURN(NVML_ERROR_UNINITIALIZED);
+    NEED(bus_id && device);
+    char buf[32];
+    for (int i = 0; i < g_count; i++) {
+        bus_id_of(&g_gpu[i], buf, sizeof buf);
+        if (strcasecmp(buf, bus_id)) continue;
+        nvmlReturn_t st = device_status(&g_gpu[i]);
+        if (st != NVML_SUCCESS) RETURN(st);
+        *device = &g_gpu[i];
+        RETURN(NVML_SUCCESS);
+    }
+    RETURN(NVML_ERROR_NOT_FOUND);
+}
+
 /* ---- Identity ------------------------------------------------------------------------------- */
 
 nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t d, unsigned int *index) {
@@ -729,7 +766,7 @@ nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t d, nvmlPciInfo_t *pci) {
     pci->bus = BUSES[d->index % 8];
     pci->pciDeviceId = 0x233010DE;
     pci->pciSubSystemId = 0x16C110DE;
-    snprintf(pci->busId, sizeof pci->busId, "%08X:%02X:00.0", pci->domain, pci->bus);
+    bus_id_of(d, pci->busId, sizeof pci->busId);
     snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, "%04X:%02X:00.0", pci->domain, pci->bus);
     RETURN(NVML_SUCCESS);
 }

@@ -10,6 +10,7 @@ handler, which aborts the request, and the engine frees its KV blocks at its nex
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
@@ -17,11 +18,13 @@ from aiohttp import web
 
 from exporter.harness.api import sse
 from exporter.harness.api.admission import Admission, AdmissionLimits
+from exporter.harness.api.body import read_body
 from exporter.harness.api.errors import ApiError
 from exporter.harness.api.validation import parse_completion_request
 from exporter.harness.engine import (
     Engine,
     EngineError,
+    EngineFailed,
     RequestCancelled,
     RequestRejected,
     RequestTimeout,
@@ -29,8 +32,10 @@ from exporter.harness.engine import (
     TokenStream,
 )
 from exporter.harness.sequence import Outcome
+from exporter.logs import RateLimitedLog
 
 OWNER = "gpu-inference-exporter"
+_unexpected = RateLimitedLog(logging.getLogger(__name__), every=60.0)
 #: Bodies up to this size are read and checked against the token budget (a 413 that says how
 #: many tokens the prompt had); larger ones are refused unread.
 MIN_BODY_BYTES = 2**20
@@ -41,8 +46,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class CompletionsApi:
     """The API of one engine, with its admission control."""
 
-    def __init__(self, engine: Engine, limits: AdmissionLimits | None = None) -> None:
+    def __init__(
+        self, engine: Engine, limits: AdmissionLimits | None = None, *, body_timeout: float = 10.0
+    ) -> None:
         self.engine = engine
+        self.body_timeout = body_timeout
         self.admission = Admission(limits or AdmissionLimits())
         self.created = int(time.time())
 
@@ -63,16 +71,14 @@ class CompletionsApi:
             if error.outcome is not None:
                 self.engine.metrics.count_outcome(error.outcome)
             return error.response()
+        except Exception as exc:  # a bug: still a JSON answer, counted, one short log line
+            self.engine.metrics.count_outcome(Outcome.ERROR)
+            _unexpected.log("POST /v1/completions failed: %s: %s", type(exc).__name__, exc)
+            return ApiError(500, "internal error", "internal_error", outcome=None).response()
 
     async def _complete(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise ApiError(
-                413,
-                f"the request body is over {self.max_body_bytes} bytes",
-                "body_too_large",
-            ) from None
+        self._check_engine(Outcome.ERROR)
+        body = await read_body(request, max_bytes=self.max_body_bytes, timeout=self.body_timeout)
         req = parse_completion_request(body)
         self._check_model(req.model)
         tokenizer = self.engine.tokenizer
@@ -89,7 +95,10 @@ class CompletionsApi:
             )
         except RequestRejected as exc:  # counted by the engine
             raise ApiError(400, str(exc), "invalid_request", "prompt", None) from None
-        except EngineError as exc:  # stopping, or failed to start
+        except EngineFailed:
+            self._check_engine(Outcome.ERROR)
+            raise
+        except EngineError as exc:  # stopping
             raise ApiError(
                 503,
                 f"the inference engine is not running: {exc}",
@@ -109,6 +118,7 @@ class CompletionsApi:
         try:
             return await anext(stream)
         except (RequestTimeout, RequestCancelled, RequestRejected, EngineError) as exc:
+            self._check_engine(None)
             raise _engine_error(exc) from None
         finally:
             self.admission.queued -= 1
@@ -121,6 +131,7 @@ class CompletionsApi:
             async for chunk in stream:
                 pieces.append(chunk.text)
         except (RequestTimeout, RequestCancelled, RequestRejected, EngineError) as exc:
+            self._check_engine(None)
             raise _engine_error(exc) from None
         completion = stream.completion
         assert completion is not None
@@ -163,6 +174,20 @@ class CompletionsApi:
             pass
         return response
 
+    def _check_engine(self, outcome: Outcome | None) -> None:
+        """A failed engine answers 500 `engine_failed`, without Retry-After: retrying cannot
+        help until the exporter restarts. `outcome` is what the refusal counts as (None: the
+        engine already counted the request)."""
+        failure = self.engine.failure
+        if failure is not None:
+            raise ApiError(
+                500,
+                f"the inference engine failed ({failure}); it serves nothing until the "
+                "exporter restarts, so retrying will not help",
+                "engine_failed",
+                outcome=outcome,
+            )
+
     def _header(self, stream: TokenStream) -> dict[str, object]:
         return {
             "id": f"cmpl-{stream.request_id}",
@@ -179,6 +204,10 @@ class CompletionsApi:
         return config.name if config is not None else self.engine.config.preset
 
     async def models(self, request: web.Request) -> web.Response:
+        try:
+            self._check_engine(None)
+        except ApiError as error:
+            return error.response()
         config = self.engine.model_config
         if config is None:
             error = ApiError(503, "the model is loading", "not_ready", outcome=None)
@@ -244,9 +273,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 API_KEY = web.AppKey("completions_api", CompletionsApi)
 
 
-def build_api_app(engine: Engine, limits: AdmissionLimits | None = None) -> web.Application:
+def build_api_app(
+    engine: Engine, limits: AdmissionLimits | None = None, *, body_timeout: float = 10.0
+) -> web.Application:
     """The harness's web application: /v1/completions and /v1/models."""
-    api = CompletionsApi(engine, limits)
+    api = CompletionsApi(engine, limits, body_timeout=body_timeout)
     app = web.Application(client_max_size=api.max_body_bytes, middlewares=[json_errors])
     app[API_KEY] = api
     app.router.add_post("/v1/completions", api.completions)

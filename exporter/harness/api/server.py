@@ -6,30 +6,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
-
-from aiohttp import web
+from dataclasses import dataclass, field
 
 from exporter.harness.api.admission import AdmissionLimits
 from exporter.harness.api.routes import build_api_app
 from exporter.harness.engine import Engine
 from exporter.harness.loadgen import LoadGenerator, LoadProfile
+from exporter.listener import Listener, ListenerLimits, ListenError
+
+__all__ = ["ApiServer", "ApiSettings", "ListenError"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds between the load generator's summary lines in the log.
 LOAD_LOG_EVERY = 60.0
-#: How long stopping waits for requests in flight when they have no deadline.
-DEFAULT_DRAIN_SECONDS = 5.0
-
-
-class ListenError(OSError):
-    """The harness listener could not bind; `address` names it and its flag."""
-
-    def __init__(self, address: str, reason: str) -> None:
-        super().__init__(reason)
-        self.address = address
-        self.strerror = reason
 
 
 @dataclass(frozen=True)
@@ -38,6 +28,7 @@ class ApiSettings:
     port: int  # 0: any free port (tests)
     limits: AdmissionLimits
     load: LoadProfile | None = None
+    listener: ListenerLimits = field(default_factory=ListenerLimits)
 
 
 class ApiServer:
@@ -46,9 +37,22 @@ class ApiServer:
     def __init__(self, engine: Engine, settings: ApiSettings) -> None:
         self.engine = engine
         self.settings = settings
-        self.app = build_api_app(engine, settings.limits)
+        self.app = build_api_app(
+            engine, settings.limits, body_timeout=settings.listener.body_timeout
+        )
         self.load: LoadGenerator | None = None
-        self._runner: web.AppRunner | None = None
+        # handler_cancellation: a client that disconnects cancels its handler at once, which
+        # aborts its request and frees its KV blocks. On stop, requests in flight get the
+        # drain timeout to finish, then their handlers are cancelled (blocks freed likewise).
+        self.listener = Listener(
+            self.app,
+            settings.host,
+            settings.port,
+            settings.listener,
+            flag="--harness.listen-address",
+            handler_cancellation=True,
+            decompress=False,  # the API reads encodings itself (api/body.py)
+        )
         self._load_task: asyncio.Task[object] | None = None
         self.port: int | None = None
 
@@ -61,28 +65,13 @@ class ApiServer:
         return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
-        """Listen (ListenError when the address is taken), then start the load, if any."""
-        settings = self.settings
-        # handler_cancellation: a client that disconnects cancels its handler at once, which
-        # aborts its request and frees its KV blocks. On stop, requests in flight get until
-        # their deadline to finish (the engine enforces it), then their handlers are cancelled.
-        drain = (settings.limits.request_timeout or DEFAULT_DRAIN_SECONDS) + 1.0
-        runner = web.AppRunner(
-            self.app, access_log=None, handler_cancellation=True, shutdown_timeout=drain
-        )
-        await runner.setup()
-        self._runner = runner
-        site = web.TCPSite(runner, settings.host, settings.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await self.stop()
-            where = f"{settings.host or '0.0.0.0'}:{settings.port} (--harness.listen-address)"
-            raise ListenError(where, exc.strerror or str(exc)) from None
-        self.port = runner.addresses[0][1] if runner.addresses else settings.port
+        """Listen (ListenError naming the address when it cannot), then start the load, if
+        any: it waits for the engine to be ready."""
+        await self.listener.start()
+        self.port = self.listener.port
         log.info("inference harness API on %s/v1/completions", self.url)
-        if settings.load is not None:
-            self.load = LoadGenerator(self.url, settings.load, log_every=LOAD_LOG_EVERY)
+        if self.settings.load is not None:
+            self.load = LoadGenerator(self.url, self.settings.load, log_every=LOAD_LOG_EVERY)
             self._load_task = asyncio.create_task(self._run_load(), name="harness-load")
 
     async def _run_load(self) -> None:
@@ -101,14 +90,15 @@ class ApiServer:
         )
         await self.load.run()
 
-    async def stop(self) -> None:
-        """Stop the load, then the listener: no new connections; requests in flight end by
-        their deadline (or are cancelled after DEFAULT_DRAIN_SECONDS without one)."""
+    async def stop_load(self) -> None:
         if self._load_task is not None:
             self._load_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._load_task
             self._load_task = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+
+    async def stop(self) -> None:
+        """Stop the load, then the listener: no new connections; requests in flight get the
+        drain timeout to finish, then are cancelled (their KV blocks freed)."""
+        await self.stop_load()
+        await self.listener.stop()

@@ -44,12 +44,31 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _unicode(value: str, param: str) -> str:
+    """The string, or 400 when it holds a lone surrogate (valid JSON, not valid Unicode)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = value[exc.start]
+        raise _bad(
+            f"{param} is not valid Unicode: a lone surrogate \\u{ord(bad):04x} at character "
+            f"{exc.start}",
+            param,
+            "invalid_value",
+        ) from None
+    return value
+
+
 def _prompt(value: object) -> str | list[int]:
     if isinstance(value, str):
-        return value
+        return _unicode(value, "prompt")
     if isinstance(value, list):
         if len(value) == 1 and isinstance(value[0], str):
-            return value[0]
+            return _unicode(value[0], "prompt")
         if value and all(_is_int(v) for v in value):
             return list(value)
         if value and all(isinstance(v, str) for v in value):
@@ -63,11 +82,16 @@ def _prompt(value: object) -> str | list[int]:
 def parse_completion_request(body: bytes) -> CompletionRequest:
     """Parse and check a request body; raise ApiError (400) naming the problem."""
     try:
-        data = json.loads(body.decode("utf-8"))
+        data = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
     except UnicodeDecodeError as exc:
         raise _bad(f"request body is not UTF-8: {exc}", None, "invalid_json") from None
-    except json.JSONDecodeError as exc:
-        raise _bad(f"request body is not valid JSON: {exc}", None, "invalid_json") from None
+    except RecursionError:
+        raise _bad(
+            "request body is nested too deeply to be a request", None, "invalid_json"
+        ) from None
+    except ValueError as exc:  # JSONDecodeError, NaN, an integer of thousands of digits
+        reason = str(exc).split(";")[0]
+        raise _bad(f"request body is not valid JSON: {reason}", None, "invalid_json") from None
     if not isinstance(data, dict):
         raise _bad(f"request body must be a JSON object, got {_type_name(data)}", None)
     if "prompt" not in data:
@@ -106,6 +130,8 @@ def parse_completion_request(body: bytes) -> CompletionRequest:
     model = data.get("model")
     if model is not None and not isinstance(model, str):
         raise _bad(f"model must be a string, got {_type_name(model)}", "model")
+    if model is not None:
+        _unicode(model, "model")
 
     for name, allowed in _UNSUPPORTED.items():
         value = data.get(name)

@@ -18,10 +18,10 @@ from exporter.sources.nvml.errors import (
     Backoff,
     ErrorClass,
     GpuLost,
-    LibraryDown,
     classify,
     describe,
 )
+from exporter.sources.nvml.lookup import HandleUnknown, ask, find_handle, identity
 from exporter.sources.nvml.mig import read_mig_devices
 from exporter.sources.nvml.processes import process_reader
 from exporter.sources.nvml.readers import GpuReaders, Handle, Probe, Series, raise_if_fatal
@@ -56,6 +56,7 @@ class Gpu:
         self.handle: Handle | None = None
         self.probe: Probe | None = None
         self.lost_reason: str | None = None  # why it is lost; None while it answers
+        self.identified = False  # UUID, name and bus id asked (each may still be empty)
         self.series = Series(str(index), "")
         self._warned: set[tuple[str, int]] = set()
         self._info = self._info_sample()
@@ -88,22 +89,26 @@ class Gpu:
     def attach(self) -> None:
         """Find this GPU's handle after an init; probe it when new or coming back from lost.
 
-        Raises LibraryDown when NVML itself fails; a GPU that does not answer stays lost.
+        Raises LibraryDown when NVML itself fails, HandleUnknown when a GPU never attached
+        cannot be looked up here at all. A GPU that NVML says is gone or broken is lost; one
+        that no lookup could find for want of support keeps its state and its last handle
+        (nothing says it is gone: its next reading tells).
         """
         was_lost = self.lost
         try:
-            if self.uuid:
-                handle = pynvml.nvmlDeviceGetHandleByUUID(self.uuid)
-            else:
-                handle = pynvml.nvmlDeviceGetHandleByIndex(self.index)
+            handle = find_handle(self.index, self.uuid, self.pci_bus_id)
+            if not self.uuid and not self.identified:
                 self._identify(handle)
             self.handle = handle
             if self.probe is None or was_lost:
                 self._probe()
-        except (pynvml.NVMLError, GpuLost) as exc:
-            if isinstance(exc, pynvml.NVMLError) and classify(exc) is ErrorClass.LIBRARY:
-                raise LibraryDown(describe(exc)) from exc
-            self._lose(describe(exc) if isinstance(exc, pynvml.NVMLError) else str(exc))
+        except GpuLost as exc:
+            self._lose(str(exc))
+            return
+        except HandleUnknown as exc:
+            if self.handle is None and not self.lost:
+                raise
+            self._warn_once("its handle", exc)
             return
         if was_lost:
             log.warning("GPU %d (%s) answers again: exporting it", self.index, self.uuid)
@@ -111,12 +116,12 @@ class Gpu:
         self.retry.reset()
 
     def _identify(self, handle: Handle) -> None:
-        self.uuid = _text(pynvml.nvmlDeviceGetUUID(handle))
-        self.name = _text(pynvml.nvmlDeviceGetName(handle))
-        try:
-            self.pci_bus_id = _text(pynvml.nvmlDeviceGetPciInfo(handle).busId)
-        except pynvml.NVMLError as exc:
-            raise_if_fatal(exc)
+        """UUID, name and bus id: each empty when NVML cannot say (never a reason for lost)."""
+        uuid, pci_bus_id = identity(handle)
+        name = ask(lambda: pynvml.nvmlDeviceGetName(handle), "nvmlDeviceGetName")
+        self.uuid, self.pci_bus_id = uuid or "", pci_bus_id or ""
+        self.name = _text(name) if name is not None else ""
+        self.identified = True
         self.series = Series(str(self.index), self.uuid)
         self._info = self._info_sample()
 
@@ -152,8 +157,10 @@ class Gpu:
 
     def collect(self) -> list[Sample]:
         """gpu_info, gpu_up and every supported series; only the first two when lost."""
-        if self.lost or self.probe is None:
+        if self.lost:
             return self._down()
+        if self.probe is None:  # never attached (NVML could not look it up): nothing known
+            return []
         try:
             self._follow_mig_mode()
             probe = self.probe
@@ -185,10 +192,18 @@ class Gpu:
             self._probe()
 
     def _warn_once(self, what: str, exc: BaseException) -> None:
-        code = int(getattr(exc, "value", -1))
+        code = int(getattr(exc, "value", -1)) if not isinstance(exc, HandleUnknown) else -2
         if (what, code) in self._warned:
             return
         self._warned.add((what, code))
+        if isinstance(exc, HandleUnknown):
+            log.warning(
+                "GPU %d: NVML cannot look up %s after re-initialising (%s): keeping it",
+                self.index,
+                what,
+                exc,
+            )
+            return
         note = "skipped this cycle" if classify(exc) is ErrorClass.TRANSIENT else "skipped"
         log.warning("GPU %d: reading %s failed: %s (%s)", self.index, what, describe(exc), note)
 

@@ -8,7 +8,9 @@ Lifecycle:
 - Each GPU is probed once when found: what NVML does not support on it is absent, not retried.
 - A GPU that reports GpuIsLost or Unknown exports gpu_up 0 (with gpu_info and its Xid counters)
   while the others carry on; at its backoff times the source re-initialises NVML (shutdown,
-  init, handles found again by UUID) and probes it afresh once it answers.
+  init, handles found again by UUID, PCI bus id or checked index: `lookup`) and probes it
+  afresh once it answers. Only NVML saying a GPU is gone or broken makes it lost: a lookup the
+  driver lacks, another GPU's failure or the re-initialisation itself never does.
 - Xid events are read by an XidWatcher thread, stopped around every re-initialisation.
 """
 
@@ -24,9 +26,17 @@ import pynvml
 
 from exporter.samples import Sample
 from exporter.sources import SourceUnavailable
-from exporter.sources.nvml.errors import Backoff, LibraryDown, describe, init_failure_reason
+from exporter.sources.nvml.errors import (
+    NVML_EXCEPTIONS,
+    Backoff,
+    GpuLost,
+    LibraryDown,
+    describe,
+    init_failure_reason,
+)
 from exporter.sources.nvml.events import XidWatcher
 from exporter.sources.nvml.gpu import Gpu, cuda_version_text
+from exporter.sources.nvml.lookup import HandleUnknown, ask
 from exporter.sources.xid import XidCounters
 
 log = logging.getLogger(__name__)
@@ -116,13 +126,13 @@ class NvmlSource:
             raise SourceUnavailable(self._reason)
         try:
             pynvml.nvmlInit()
-        except pynvml.NVMLError as exc:
+        except NVML_EXCEPTIONS as exc:
             self._fail(init_failure_reason(exc) + "; retrying with backoff", shutdown=False)
             raise SourceUnavailable(self._reason) from None
         self._initialized = True
         try:
             self._discover()
-        except (pynvml.NVMLError, LibraryDown) as exc:
+        except (*NVML_EXCEPTIONS, LibraryDown, GpuLost) as exc:
             self._fail(f"NVML initialised but failed: {_text(exc)}; retrying with backoff")
             raise SourceUnavailable(self._reason) from None
         except SourceUnavailable as exc:
@@ -132,33 +142,20 @@ class NvmlSource:
         self.inits += 1
 
     def _discover(self) -> None:
-        count = int(pynvml.nvmlDeviceGetCount())
         if not self._gpus:
-            if count == 0:
-                raise SourceUnavailable("NVML found no GPU; retrying with backoff")
-            self.driver_version = _text(pynvml.nvmlSystemGetDriverVersion())
-            try:
-                self.cuda_version = cuda_version_text(pynvml.nvmlSystemGetCudaDriverVersion())
-            except pynvml.NVMLError:
-                self.cuda_version = ""
-            self._gpus = [
-                Gpu(
-                    i,
-                    driver_version=self.driver_version,
-                    cuda_version=self.cuda_version,
-                    processes=self.collect_processes,
-                    retry=self._backoff(),
-                )
-                for i in range(count)
-            ]
-        elif count != len(self._gpus):
-            log.warning(
-                "NVML now counts %d GPUs, %d at start: exporting the GPUs found at start",
-                count,
-                len(self._gpus),
-            )
+            self._discover_first()
+        else:
+            self._count_again()
+        unknown: list[str] = []
         for gpu in self._gpus:
-            gpu.attach()
+            try:
+                gpu.attach()
+            except HandleUnknown as exc:  # never attached, and no lookup can find it here
+                unknown.append(f"GPU {gpu.index}: {exc}")
+        if unknown and all(g.probe is None and not g.lost for g in self._gpus):
+            raise SourceUnavailable("NVML cannot look up any GPU here: " + unknown[0])
+        for problem in unknown:
+            log.warning("NVML cannot look this GPU up, not exporting it: %s", problem)
         if self.inits == 0:
             log.info(
                 "NVML: driver %s, CUDA %s, %d GPU(s): %s",
@@ -168,6 +165,35 @@ class NvmlSource:
                 "; ".join(f"{g.index}: {g.name or '?'} {g.uuid or '(lost)'}" for g in self._gpus),
             )
         self._start_watcher()
+
+    def _discover_first(self) -> None:
+        count = int(pynvml.nvmlDeviceGetCount())
+        if count == 0:
+            raise SourceUnavailable("NVML found no GPU; retrying with backoff")
+        driver = ask(pynvml.nvmlSystemGetDriverVersion, "nvmlSystemGetDriverVersion")
+        cuda = ask(pynvml.nvmlSystemGetCudaDriverVersion, "nvmlSystemGetCudaDriverVersion")
+        self.driver_version = _text(driver) if driver is not None else ""
+        self.cuda_version = cuda_version_text(int(cuda)) if cuda is not None else ""  # type: ignore[call-overload]
+        self._gpus = [
+            Gpu(
+                i,
+                driver_version=self.driver_version,
+                cuda_version=self.cuda_version,
+                processes=self.collect_processes,
+                retry=self._backoff(),
+            )
+            for i in range(count)
+        ]
+
+    def _count_again(self) -> None:
+        """After a re-initialisation the GPUs found at start stay; a new count is only said."""
+        count = ask(pynvml.nvmlDeviceGetCount, "nvmlDeviceGetCount")
+        if count is not None and int(count) != len(self._gpus):  # type: ignore[call-overload]
+            log.warning(
+                "NVML now counts %s GPUs, %d at start: exporting the GPUs found at start",
+                count,
+                len(self._gpus),
+            )
 
     def _reinitialize(self) -> None:
         """Shut NVML down and start it again, so a lost GPU can be found (others keep state)."""
@@ -203,5 +229,7 @@ class NvmlSource:
             self._watcher = None
 
 
-def _text(exc: BaseException) -> str:
-    return describe(exc) if isinstance(exc, pynvml.NVMLError) else str(exc)
+def _text(value: object) -> str:
+    if isinstance(value, BaseException):
+        return describe(value) if isinstance(value, NVML_EXCEPTIONS) else str(value)
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

@@ -1,9 +1,11 @@
 """Named fault scenarios for the simulated fleet, and the CLI syntax that names them.
 
 Syntax: ``NAME[:key=value[,key=value...]]``, e.g. ``xid:gpu=3,start=30,code=79,every=60``.
-Every scenario takes ``gpu`` (default 0; ``all``: the same fault on every GPU of the fleet, as
-a bad driver rollout would), ``start`` (seconds after the source started, default 0) and
-``duration`` (seconds; omitted = forever); some take more keys (see `SCENARIO_KEYS`).
+Every scenario takes ``gpu`` (required: a fault is on one GPU, said, never a silent GPU 0;
+``all``: the same fault on every GPU of the fleet, as a bad driver rollout would), ``start``
+(after the source started, default 0) and ``duration`` (omitted = forever); some take more
+keys (see `SCENARIO_KEYS`). Times take the units of every duration flag (``90``, ``1.5m``,
+``500ms``); ``limit`` is in watts.
 
 Scenarios that the driver answers with a recovery action set `gpu_recovery_action` as it would
 and hold it, latched, until the reset or reboot that clears it: ``ecc_uncorrectable`` 1 (GPU
@@ -17,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+from exporter.durations import seconds
 from exporter.sources.simulated.models import DEFAULT_MODEL, GpuModel, gpu_model
 
 #: Scenario name -> one-line description (shown in --help).
@@ -79,6 +82,7 @@ ALL_GPUS = "all"
 
 _INT_KEYS = frozenset({"gpu", "code", "link"})
 _TEXT_KEYS = frozenset({"action"})
+_TIME_KEYS = frozenset({"start", "duration", "every", "ramp", "period", "reboot"})
 _POSITIVE_KEYS = frozenset(
     {"duration", "every", "ramp", "limit", "code", "period", "duty", "reboot"}
 )
@@ -207,10 +211,15 @@ def _number(key: str, text: str) -> float | int | str | None:
         except ValueError:
             also = f" or {ALL_GPUS}" if key == "gpu" else ""
             raise ValueError(f"{key}={text!r} is not a whole number{also}") from None
+    if key in _TIME_KEYS:
+        try:
+            return seconds(text)
+        except ValueError:
+            raise ValueError(f"{key}={text!r} is not a duration (like 30, 1.5m, 500ms)") from None
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"{key}={text!r} is not a number of seconds or watts") from None
+        raise ValueError(f"{key}={text!r} is not a number of watts") from None
     return value
 
 
@@ -238,6 +247,8 @@ def parse_scenario(text: str, gpus: int | None = None, model: str | None = None)
                 raise ValueError(f"key {key!r} given twice")
             values[key] = _number(key, raw)
         scenario = Scenario(name, **values)  # type: ignore[arg-type]
+        if "gpu" not in values:
+            raise ValueError(f"which GPU? add gpu=I, like {name}:gpu=0 ({_keys_hint(name)})")
         if gpus is not None or model is not None:
             scenario.check_fleet(gpus, gpu_model(model or DEFAULT_MODEL))
     except ValueError as exc:
