@@ -89,6 +89,15 @@ def parse_listen_address(text: str) -> ListenAddress:
     return ListenAddress(host, int(port_text))
 
 
+def _telemetry_path(text: str) -> str:
+    path = text.strip()
+    if not path.startswith("/") or path in ("/healthz", "/readyz") or any(c in path for c in "?#"):
+        raise argparse.ArgumentTypeError(
+            f"invalid telemetry path {text!r}: a path like /metrics, not /healthz or /readyz"
+        )
+    return path
+
+
 def _label(text: str) -> tuple[str, str]:
     try:
         return parse_label(text)
@@ -238,6 +247,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=parse_listen_address(f":{DEFAULT_PORT}"),
         metavar="HOST:PORT",
         help="address for /metrics, /healthz, /readyz and /; :PORT listens on every interface",
+    )
+    add(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        type=_telemetry_path,
+        default="/metrics",
+        metavar="PATH",
+        help="path under which the metrics are served",
+    )
+    add(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        metavar="FILE",
+        help="exporter-toolkit web configuration (TLS, client certificates, basic auth with "
+        "bcrypt hashes, security headers) for --web.listen-address; re-read when it or a "
+        "certificate changes",
+    )
+    add(
+        "--web.disable-exporter-metrics",
+        dest="disable_exporter_metrics",
+        type=_boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="leave out the process_* metrics about the exporter process itself",
     )
     add(
         "--collect.interval",
@@ -404,6 +440,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="address of the harness's HTTP API (POST /v1/completions, GET /v1/models); it "
         "runs computations, so it listens on loopback unless told otherwise",
+    )
+    add(
+        "--harness.web.config.file",
+        dest="harness_web_config_file",
+        default=None,
+        metavar="FILE",
+        help="web configuration, as --web.config.file, for the harness's API listener; without "
+        "it, listening beyond loopback is warned about in the log",
     )
     add(
         "--harness.max-prompt-tokens",

@@ -15,8 +15,9 @@ from aiohttp import web
 
 from exporter.sampler import Sampler
 from exporter.samples import Labels
-from exporter.server import build_app
+from exporter.server import TELEMETRY_PATH_KEY, build_app
 from exporter.sources import Source
+from exporter.web.security import WebSecurity
 
 if TYPE_CHECKING:
     from exporter.cli import ListenAddress
@@ -32,6 +33,7 @@ class Runtime:
     app: web.Application
     harness: Engine | None = None  # the inference harness, started and stopped with the runtime
     harness_api: ApiServer | None = None  # its HTTP API (and synthetic load), likewise
+    security: WebSecurity | None = None  # --web.config.file of the metrics listener
 
 
 def build_sources(backend: str, args: argparse.Namespace) -> list[Source]:
@@ -116,7 +118,9 @@ def harness_wanted(args: argparse.Namespace) -> bool:
     return True
 
 
-def build_harness_api(args: argparse.Namespace, engine: Engine) -> ApiServer:
+def build_harness_api(
+    args: argparse.Namespace, engine: Engine, security: WebSecurity | None = None
+) -> ApiServer:
     """The harness's HTTP API on --harness.listen-address, with its limits and load."""
     from exporter.harness.api.admission import AdmissionLimits
     from exporter.harness.api.server import ApiServer, ApiSettings
@@ -135,16 +139,22 @@ def build_harness_api(args: argparse.Namespace, engine: Engine) -> ApiServer:
             args.harness_load, args.harness_load_prompt_tokens, args.harness_load_max_tokens
         )
     address = args.harness_listen_address
-    return ApiServer(engine, ApiSettings(address.host, address.port, limits, load))
+    return ApiServer(engine, ApiSettings(address.host, address.port, limits, load, security))
 
 
 def build_runtime(*, backend: str, args: argparse.Namespace, const_labels: Labels) -> Runtime:
+    """Everything `serve` runs; ValueError (one line) for a configuration that cannot work,
+    such as a broken web configuration file."""
+    security = WebSecurity(getattr(args, "web_config_file", None), "--web.config.file")
+    harness_security = WebSecurity(
+        getattr(args, "harness_web_config_file", None), "--harness.web.config.file"
+    )
     sources = build_sources(backend, args)
     harness = harness_api = None
     if harness_wanted(args):
         harness, harness_sources = build_harness(args)
         sources += harness_sources
-        harness_api = build_harness_api(args, harness)
+        harness_api = build_harness_api(args, harness, harness_security)
     gpu_backend = backend if backend != "none" else None
     sampler = Sampler(
         sources,
@@ -154,8 +164,12 @@ def build_runtime(*, backend: str, args: argparse.Namespace, const_labels: Label
         gpu_backend=gpu_backend,
     )
     ready_checks = [harness.readiness] if harness is not None else []
-    app = build_app(sampler, ready_checks=ready_checks)
-    return Runtime(sampler=sampler, app=app, harness=harness, harness_api=harness_api)
+    telemetry_path = getattr(args, "telemetry_path", "/metrics")
+    app = build_app(sampler, ready_checks=ready_checks, telemetry_path=telemetry_path)
+    security.install(app)
+    return Runtime(
+        sampler=sampler, app=app, harness=harness, harness_api=harness_api, security=security
+    )
 
 
 async def run_until_signalled(
@@ -171,11 +185,15 @@ async def run_until_signalled(
     if runtime.harness is not None:
         runtime.harness.start()  # loads and warms up on its own thread; scrapes go on meanwhile
     try:
-        site = web.TCPSite(runner, address.host, address.port)
+        security = runtime.security or WebSecurity(None)
+        site = web.TCPSite(runner, address.host, address.port, ssl_context=security.ssl_context)
         await site.start()
         log.info(
-            "listening on http://%s/metrics (sources: %s, interval %gs)",
+            "listening on %s://%s%s (%s; sources: %s, interval %gs)",
+            security.scheme,
             address,
+            runtime.app[TELEMETRY_PATH_KEY],
+            security.config.describe(),
             ", ".join(runtime.sampler.source_names) or "none",
             runtime.sampler.interval,
         )

@@ -22,17 +22,23 @@ ReadyCheck = Callable[[], tuple[bool, list[str]]]
 
 SAMPLER_KEY = web.AppKey("sampler", Sampler)
 READY_CHECKS_KEY = web.AppKey("ready_checks", list)
+TELEMETRY_PATH_KEY = web.AppKey("telemetry_path", str)
 
 
-def build_app(sampler: Sampler, ready_checks: Sequence[ReadyCheck] = ()) -> web.Application:
-    """The exporter's web application; `ready_checks` add to the sampler's own readiness."""
+def build_app(
+    sampler: Sampler, ready_checks: Sequence[ReadyCheck] = (), telemetry_path: str = "/metrics"
+) -> web.Application:
+    """The exporter's web application; `ready_checks` add to the sampler's own readiness;
+    the metrics are served on `telemetry_path` (--web.telemetry-path)."""
     app = web.Application()
     app[SAMPLER_KEY] = sampler
     app[READY_CHECKS_KEY] = [sampler.readiness, *ready_checks]
-    app.router.add_get("/metrics", metrics)
+    app[TELEMETRY_PATH_KEY] = telemetry_path
+    app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/", landing)
+    if telemetry_path != "/":
+        app.router.add_get("/", landing)
     return app
 
 
@@ -108,13 +114,15 @@ async def landing(request: web.Request) -> web.Response:
             "</tr>"
         )
     series = snapshot.series if snapshot else 0
+    metrics_path = html.escape(request.app[TELEMETRY_PATH_KEY])
     problem_items = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>gpu-inference-exporter</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}
 .up{{color:#1a7f37}}.down{{color:#cf222e;font-weight:bold}}</style></head>
 <body><h1>gpu-inference-exporter {html.escape(__version__)}</h1>
-<p><a href="/metrics">/metrics</a> ({series} series) &middot; <a href="/healthz">/healthz</a>
+<p><a href="{metrics_path}">{metrics_path}</a> ({series} series)
+&middot; <a href="/healthz">/healthz</a>
 &middot; <a href="/readyz">/readyz</a> ({"ready" if ready else "not ready"})</p>
 <ul>{problem_items}</ul>
 <h2>Sources</h2>

@@ -14,6 +14,7 @@ from exporter.harness.api.admission import AdmissionLimits
 from exporter.harness.api.routes import build_api_app
 from exporter.harness.engine import Engine
 from exporter.harness.loadgen import LoadGenerator, LoadProfile
+from exporter.web.security import WebSecurity, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class ApiSettings:
     port: int  # 0: any free port (tests)
     limits: AdmissionLimits
     load: LoadProfile | None = None
+    security: WebSecurity | None = None  # --harness.web.config.file
 
 
 class ApiServer:
@@ -47,6 +49,8 @@ class ApiServer:
         self.engine = engine
         self.settings = settings
         self.app = build_api_app(engine, settings.limits)
+        if settings.security is not None:
+            settings.security.install(self.app)
         self.load: LoadGenerator | None = None
         self._runner: web.AppRunner | None = None
         self._load_task: asyncio.Task[object] | None = None
@@ -58,7 +62,8 @@ class ApiServer:
         host = self.settings.host or "127.0.0.1"
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
+        scheme = self.settings.security.scheme if self.settings.security else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     async def start(self) -> None:
         """Listen (ListenError when the address is taken), then start the load, if any."""
@@ -72,7 +77,10 @@ class ApiServer:
         )
         await runner.setup()
         self._runner = runner
-        site = web.TCPSite(runner, settings.host, settings.port)
+        security = settings.security
+        site = web.TCPSite(
+            runner, settings.host, settings.port, ssl_context=security and security.ssl_context
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -80,10 +88,33 @@ class ApiServer:
             where = f"{settings.host or '0.0.0.0'}:{settings.port} (--harness.listen-address)"
             raise ListenError(where, exc.strerror or str(exc)) from None
         self.port = runner.addresses[0][1] if runner.addresses else settings.port
-        log.info("inference harness API on %s/v1/completions", self.url)
+        self._log_listening(runner.addresses)
         if settings.load is not None:
-            self.load = LoadGenerator(self.url, settings.load, log_every=LOAD_LOG_EVERY)
+            headers = {}
+            if security is not None and security.enabled:
+                headers["Authorization"] = f"Bearer {security.internal_token}"
+            self.load = LoadGenerator(
+                self.url, settings.load, log_every=LOAD_LOG_EVERY, headers=headers, verify_tls=False
+            )
             self._load_task = asyncio.create_task(self._run_load(), name="harness-load")
+
+    def _log_listening(self, addresses: list[object]) -> None:
+        """Where it listens, as bound; loudly when beyond loopback with no web config."""
+        security = self.settings.security
+        scheme = security.scheme if security else "http"
+        bound = [_address(a) for a in addresses] or [f"{self.settings.host}:{self.port}"]
+        for where in bound:
+            log.info("inference harness API on %s://%s/v1/completions", scheme, where)
+        if is_loopback(self.settings.host):
+            return
+        if security is None or not security.enabled:
+            log.warning(
+                "the inference harness API listens on %s, beyond loopback, with no "
+                "--harness.web.config.file: anyone who reaches it can run completions on this "
+                "GPU; bind it to 127.0.0.1 (--harness.listen-address) or give it TLS and "
+                "basic auth",
+                ", ".join(bound),
+            )
 
     async def _run_load(self) -> None:
         assert self.load is not None and self.settings.load is not None
@@ -112,3 +143,9 @@ class ApiServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def _address(sockname: object) -> str:
+    """host:port (or [host]:port) from a socket name tuple."""
+    host, port = sockname[0], sockname[1]  # type: ignore[index]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
