@@ -87,7 +87,10 @@ class ApiServer:
             await self.stop()
             where = f"{settings.host or '0.0.0.0'}:{settings.port} (--harness.listen-address)"
             raise ListenError(where, exc.strerror or str(exc)) from None
-        self.port = runner.addresses[0][1] if runner.addresses else settings.port
+        # Port 0 on every interface binds IPv4 and IPv6 to different ports: `url` takes IPv4's.
+        ipv4 = [a for a in runner.addresses if ":" not in str(a[0])]
+        addresses = ipv4 or runner.addresses
+        self.port = addresses[0][1] if addresses else settings.port
         self._log_listening(runner.addresses)
         if settings.load is not None:
             headers = {}
