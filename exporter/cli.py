@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import os
+import platform
 import re
 import signal
 import sys
@@ -213,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--help` for the flags."
         ),
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    version = f"gpu-inference-exporter {__version__} (Python {platform.python_version()})"
+    parser.add_argument("--version", action="version", version=version)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -231,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
             "node, namespace and pod labels of every series."
         ),
     )
+    serve.add_argument("--version", action="version", version=version)
     add = _env_adder(serve)
     add(
         "--backend",

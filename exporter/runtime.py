@@ -162,6 +162,7 @@ def build_runtime(*, backend: str, args: argparse.Namespace, const_labels: Label
         timeout=args.timeout,
         const_labels=const_labels,
         gpu_backend=gpu_backend,
+        process_metrics=not getattr(args, "disable_exporter_metrics", False),
     )
     ready_checks = [harness.readiness] if harness is not None else []
     telemetry_path = getattr(args, "telemetry_path", "/metrics")
