@@ -558,6 +558,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate-interval", default="1m", metavar="DURATION",
         help="what $__rate_interval becomes in the queries",
     )  # fmt: skip
+    preview.add_argument(
+        "--allow-empty", action="store_true",
+        help="skip a dashboard none of whose panels has data (e.g. the inference dashboard "
+        "without the harness) instead of failing",
+    )  # fmt: skip
     generate.add_argument(
         "--alerts-config",
         default=None,
@@ -634,21 +639,32 @@ def preview_dashboards(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     try:
-        from dashboards.preview import PreviewOptions, run_preview
+        import grafanalib  # noqa: F401
+        import matplotlib  # noqa: F401
+
+        from dashboards.preview import PreviewError, PreviewOptions, run_preview
     except ImportError as exc:
-        raise CliError(f"{exc}: install the preview extra (pip install '.[preview]')") from None
+        raise CliError(
+            f"dashboards preview needs {exc.name or exc}, which the preview extra installs: "
+            "pip install 'gpu-inference-exporter[preview]'"
+        ) from None
     options = PreviewOptions(
         prometheus=args.prometheus,
         out=Path(args.out),
         range_seconds=args.range_seconds,
         rate_interval=args.rate_interval,
+        allow_empty=args.allow_empty,
     )
+    skipped: list[str] = []
     try:
-        paths = run_preview(options)
-    except OSError as exc:
-        raise CliError(f"cannot query Prometheus at {args.prometheus}: {exc}") from None
+        paths = run_preview(options, skipped)
+    except PreviewError as exc:
+        print(f"gpu-inference-exporter: error: {exc}", file=sys.stderr)
+        return 1
     for path in paths:
         print(f"wrote {path}")
+    for title in skipped:
+        print(f"skipped {title}: no panel has data", file=sys.stderr)
     return 0
 
 
