@@ -116,6 +116,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _boolean(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -355,6 +365,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="SEED",
         help="seed of the simulated fleet (same seed, same figures)",
+    )
+    add(
+        "--simulate.mig",
+        dest="simulate_mig",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="put the last N simulated GPUs in MIG mode (a 3g, a 2g and a 1g MIG device each), "
+        "for the gpu_mig_* families and the MIG panels",
     )
     add(
         "--simulate.scenario",

@@ -48,6 +48,7 @@ def build_sources(backend: str, args: argparse.Namespace) -> list[Source]:
                 seed=args.simulate_seed,
                 scenarios=args.scenarios,
                 processes=getattr(args, "collect_processes", False),
+                mig=getattr(args, "simulate_mig", 0),
             )
         ]
     if backend == "nvml":

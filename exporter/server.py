@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 
 from exporter import __version__
-from exporter.exposition import CONTENT_TYPES, format_for_accept
+from exporter.catalog import GPU_UP
+from exporter.exposition import CONTENT_TYPES, Snapshot, format_for_accept
 from exporter.sampler import Sampler
 
 ReadyCheck = Callable[[], tuple[bool, list[str]]]
@@ -93,6 +94,18 @@ def _dumps(obj: object) -> str:
     return json.dumps(obj, indent=2) + "\n"
 
 
+def lost_gpus(snapshot: Snapshot | None) -> list[tuple[str, str]]:
+    """(gpu, uuid) of every GPU the backend reports lost (gpu_up 0) in the snapshot."""
+    if snapshot is None:
+        return []
+    return [
+        (labels.get("gpu", "?"), labels.get("uuid", "?"))
+        for s in snapshot.samples
+        if s.name == GPU_UP.name and s.value == 0
+        for labels in (dict(s.labels),)
+    ]
+
+
 async def landing(request: web.Request) -> web.Response:
     sampler = request.app[SAMPLER_KEY]
     snapshot = sampler.snapshot
@@ -116,6 +129,11 @@ async def landing(request: web.Request) -> web.Response:
     series = snapshot.series if snapshot else 0
     metrics_path = html.escape(request.app[TELEMETRY_PATH_KEY])
     problem_items = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
+    lost = "".join(
+        f"<li class=down>GPU {html.escape(gpu)} ({html.escape(uuid)})</li>"
+        for gpu, uuid in lost_gpus(snapshot)
+    )
+    lost_section = f"<h2>Lost GPUs</h2><ul>{lost}</ul>" if lost else ""
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>gpu-inference-exporter</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}
@@ -125,6 +143,7 @@ async def landing(request: web.Request) -> web.Response:
 &middot; <a href="/healthz">/healthz</a>
 &middot; <a href="/readyz">/readyz</a> ({"ready" if ready else "not ready"})</p>
 <ul>{problem_items}</ul>
+{lost_section}
 <h2>Sources</h2>
 <table><tr><th>source</th><th>state</th><th>last answer</th><th>last error</th></tr>
 {"".join(rows)}</table>

@@ -18,8 +18,8 @@ SCENARIOS = {
     "xid": "xid:gpu=3,code=13,every=2",
 }
 
-#: What the test runs: panels that need anything else (MIG, the harness) are only parsed.
-RUNNING = {None, "processes"}
+#: What the test runs: panels that need anything else (the harness) are only parsed.
+RUNNING = {None, "processes", "mig"}
 
 #: Dashboard variables as Grafana would expand them with "All" selected.
 VARIABLES = {
@@ -39,6 +39,7 @@ def expand(expr: str) -> str:
 
 def test_every_panel_query_parses_and_returns_data_and_previews_draw(tmp_path):
     args = ["--backend=simulated", "--collect.interval=0.5", "--collect.processes"]
+    args += ["--simulate.mig=1"]
     args += [f"--simulate.scenario={s}" for s in SCENARIOS.values()]
     with (
         run_exporter(*args) as exporter,
