@@ -393,8 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="BOOL",
         help="run the embedded inference harness (needs the harness extra: PyTorch) and export "
-        "its inference_* figures and this process's torch_cuda_* allocator figures (default: "
-        "on when PyTorch is installed)",
+        "its inference_* figures and this process's torch_cuda_* allocator figures. It runs a "
+        "model and takes KV cache memory on the GPU, so with a real GPU backend (nvml, dcgm) "
+        "it is opt-in (default: on with --backend simulated when PyTorch is installed, the "
+        "demo; off otherwise)",
     )
     add(
         "--no-harness",

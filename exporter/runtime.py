@@ -101,12 +101,21 @@ def build_harness(args: argparse.Namespace) -> tuple[Engine, list[Source]]:
     return engine, [HarnessSource(engine.metrics), TorchAllocatorSource()]
 
 
-def harness_wanted(args: argparse.Namespace) -> bool:
-    """--harness: yes (a missing PyTorch is then an error); --no-harness: no; neither: when
-    PyTorch is installed, else no, said in one log line."""
+def harness_wanted(args: argparse.Namespace, backend: str = "simulated") -> bool:
+    """--harness: yes (a missing PyTorch is then an error); --no-harness: no. Neither: with the
+    simulated backend (the demo), when PyTorch is installed, else no, said in one log line; with
+    any other backend no, said in one line: the harness runs a model and takes KV memory on the
+    GPU the exporter watches, which a node serving real traffic must ask for."""
     wanted = getattr(args, "harness", False)
     if wanted is not None:
         return bool(wanted)
+    if backend != "simulated":
+        log.info(
+            "the inference harness is off: with the %s backend it is opt-in (--harness), as it "
+            "runs a model on the GPU it monitors",
+            backend,
+        )
+        return False
     try:
         import torch  # noqa: F401
     except ImportError as exc:
@@ -152,7 +161,7 @@ def build_runtime(*, backend: str, args: argparse.Namespace, const_labels: Label
     )
     sources = build_sources(backend, args)
     harness = harness_api = None
-    if harness_wanted(args):
+    if harness_wanted(args, backend):
         harness, harness_sources = build_harness(args)
         sources += harness_sources
         harness_api = build_harness_api(args, harness, harness_security)
