@@ -62,6 +62,7 @@ def test_a_secured_api_needs_credentials_and_its_own_load_gets_through(tmp_path,
     async def scenario() -> tuple[int, int, dict[str, float]]:
         engine = tiny_engine()
         engine.start()
+        await engine.wait_ready(30)  # /v1/models is 503 while the model warms up
         server = ApiServer(engine, ApiSettings(None, 0, AdmissionLimits(), load, security))
         await server.start()
         try:
