@@ -115,7 +115,7 @@ async def _hello(request: web.Request) -> web.StreamResponse:
 @contextmanager
 def serving(config_path: Path | None, reload_every: float = 0.05) -> Iterator[Served]:
     """An app behind WebSecurity on a free port, its event loop on a thread."""
-    security = WebSecurity(config_path)
+    security = WebSecurity(config_path, reload_every=reload_every)
     app = web.Application()
     app.router.add_get("/metrics", _hello)
     app.router.add_get("/stream", _hello)
@@ -132,10 +132,8 @@ def serving(config_path: Path | None, reload_every: float = 0.05) -> Iterator[Se
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=security.ssl_context)
         await site.start()
-        watcher = asyncio.create_task(security.watch(reload_every))
         started.set()
         await stop.wait()
-        watcher.cancel()
         await runner.cleanup()
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)

@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import ssl
+import threading
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
@@ -47,9 +48,16 @@ class ReloadableSSLContext(ssl.SSLContext):
 class WebSecurity:
     """The web configuration of one listener (`flag` names it in log lines)."""
 
-    def __init__(self, path: str | os.PathLike[str] | None, flag: str = "--web.config.file"):
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        flag: str = "--web.config.file",
+        reload_every: float = RELOAD_EVERY,
+    ) -> None:
         self.path = Path(path) if path else None
         self.flag = flag
+        self.reload_every = reload_every
+        self._reload_lock = threading.Lock()
         self.config = load_web_config(self.path) if self.path else WebConfig()
         self.authenticator = BasicAuthenticator()
         #: Accepted as `Authorization: Bearer ...` from this process's own clients (the
@@ -79,6 +87,11 @@ class WebSecurity:
         new configuration took effect."""
         if self.path is None:
             return False
+        with self._reload_lock:
+            return self._reload_if_changed()
+
+    def _reload_if_changed(self) -> bool:
+        assert self.path is not None
         stamp = _stamp(self._watched(self.config))
         if stamp == self._stamp and not self._last_problem:
             return False
@@ -104,10 +117,10 @@ class WebSecurity:
         log.info("%s: reloaded %s (%s)", self.flag, self.path, config.describe())
         return True
 
-    async def watch(self, every: float = RELOAD_EVERY) -> None:
+    async def watch(self) -> None:
         """Reload on change, forever."""
         while True:
-            await asyncio.sleep(every)
+            await asyncio.sleep(self.reload_every)
             try:
                 await asyncio.to_thread(self.reload_if_changed)
             except Exception:  # a bug here must not stop the listener
