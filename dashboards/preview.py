@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -19,10 +22,26 @@ from pathlib import Path
 from dashboards.build import specs
 from dashboards.layout import GRID_WIDTH, place
 from dashboards.panels import DashboardSpec, Panel, PanelKind, Row
+from exporter.catalog import EXPORTER_BUILD_INFO
 
 _COLORS = {"green": "#37872d", "orange": "#ff9830", "red": "#e02f44"}
 _CELL_INCHES = 0.62  # width of one grid column
 _ROW_INCHES = 0.36  # height of one grid unit
+
+
+class PreviewError(Exception):
+    """The previews would show nothing true (Prometheus unreachable, a query failing, a
+    dashboard without data): one line saying why; no PNG is written."""
+
+
+@dataclass(frozen=True)
+class PanelOutcome:
+    """What one panel came to: data drawn, or not, or a failed query."""
+
+    dashboard: str
+    panel: str
+    has_data: bool
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -32,6 +51,7 @@ class PreviewOptions:
     range_seconds: float = 900.0
     rate_interval: str = "1m"
     points: int = 120
+    allow_empty: bool = False  # skip a dashboard without data instead of failing
 
 
 class PrometheusClient:
@@ -114,8 +134,8 @@ def _threshold_color(panel: Panel, value: float) -> str:
 
 def render_dashboard(
     spec: DashboardSpec, client: PrometheusClient, options: PreviewOptions
-) -> Path:
-    """Draw one dashboard to OUT/<uid>.png and return the path."""
+) -> tuple[Path, list[PanelOutcome]]:
+    """Draw one dashboard to OUT/<uid>.png; the path and what each panel came to."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,6 +149,7 @@ def render_dashboard(
     start = end - options.range_seconds
     step = max(1.0, options.range_seconds / options.points)
     top = 1 - 0.8 / fig.get_figheight()
+    outcomes: list[PanelOutcome] = []
     for item, pos in placed:
         rect = (
             pos.x / GRID_WIDTH + 0.004,
@@ -144,18 +165,20 @@ def render_dashboard(
         ax = fig.add_axes(rect)
         ax.set_title(item.title, fontsize=9, loc="left")
         try:
-            _draw(ax, item, client, options, start, end, step)
-        except Exception as exc:  # one broken panel must not lose the whole picture
-            ax.text(0.5, 0.5, f"error: {exc}", ha="center", va="center", fontsize=7, wrap=True)
-            ax.set_axis_off()
+            has_data = _draw(ax, item, client, options, start, end, step)
+        except Exception as exc:  # noted, and the other panels still drawn
+            outcomes.append(PanelOutcome(spec.title, item.title, False, str(exc)))
+            continue
+        outcomes.append(PanelOutcome(spec.title, item.title, has_data))
     options.out.mkdir(parents=True, exist_ok=True)
     path = options.out / f"{spec.uid}.png"
     fig.savefig(path, dpi=80)
     plt.close(fig)
-    return path
+    return path, outcomes
 
 
-def _draw(ax, panel: Panel, client, options, start, end, step) -> None:  # type: ignore[no-untyped-def]
+def _draw(ax, panel: Panel, client, options, start, end, step) -> bool:  # type: ignore[no-untyped-def]
+    """Draw one panel; True when a query returned data."""
     if panel.kind is PanelKind.STAT:
         result = client.instant(expand(panel.queries[0].expr, options), end)
         value = float(result[0]["value"][1]) if result else math.nan
@@ -165,10 +188,9 @@ def _draw(ax, panel: Panel, client, options, start, end, step) -> None:  # type:
                 fontsize=16, color="white", weight="bold", transform=ax.transAxes)  # fmt: skip
         ax.set_xticks([])
         ax.set_yticks([])
-        return
+        return bool(result)
     if panel.kind is PanelKind.TABLE:
-        _draw_table(ax, panel, client, options, end)
-        return
+        return _draw_table(ax, panel, client, options, end)
     drawn = 0
     for query in panel.queries:
         for series in client.range(expand(query.expr, options), start, end, step):
@@ -193,9 +215,10 @@ def _draw(ax, panel: Panel, client, options, start, end, step) -> None:  # type:
         ax.set_ylim(top=panel.max * 1.05)
     if 0 < drawn <= 10:
         ax.legend(fontsize=6, loc="upper left", ncol=2, framealpha=0.6)
+    return drawn > 0
 
 
-def _draw_table(ax, panel: Panel, client, options, end) -> None:  # type: ignore[no-untyped-def]
+def _draw_table(ax, panel: Panel, client, options, end) -> bool:  # type: ignore[no-untyped-def]
     rows: dict[tuple[str, ...], dict[str, str]] = {}
     columns: list[str] = []
     for i, query in enumerate(panel.queries):
@@ -212,14 +235,67 @@ def _draw_table(ax, panel: Panel, client, options, end) -> None:  # type: ignore
     ax.set_axis_off()
     if not rows:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-        return
+        return False
     body = [[row.get(c, "") for c in shown] for _, row in sorted(rows.items())][:20]
     table = ax.table(cellText=body, colLabels=[names.get(c, c) for c in shown], loc="upper center")
     table.auto_set_font_size(False)
     table.set_fontsize(7)
+    return True
 
 
-def run_preview(options: PreviewOptions) -> list[Path]:
-    """Render every dashboard; returns the PNG paths."""
+def run_preview(options: PreviewOptions, skipped: list[str] | None = None) -> list[Path]:
+    """Render every dashboard; returns the PNG paths. PreviewError, before any PNG is written
+    to OUT, when Prometheus cannot be reached, a panel's query fails, no panel has data, or a
+    dashboard has no panel with data (unless `allow_empty`: then it is not written, and its
+    title added to `skipped`)."""
     client = PrometheusClient(options.prometheus)
-    return [render_dashboard(spec, client, options) for spec in specs()]
+    probe = f"max_over_time({EXPORTER_BUILD_INFO}[{int(options.range_seconds)}s])"
+    try:
+        scraped = client.instant(probe, time.time())
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise PreviewError(f"cannot query Prometheus at {client.url}: {_reason(exc)}") from None
+    if not scraped:
+        raise PreviewError(
+            f"Prometheus at {client.url} has no {EXPORTER_BUILD_INFO} in the last "
+            f"{options.range_seconds:g}s: is it scraping gpu-inference-exporter?"
+        )
+    with tempfile.TemporaryDirectory(prefix="gie-preview-") as staging:
+        staged = PreviewOptions(**{**options.__dict__, "out": Path(staging)})
+        drawn = [render_dashboard(spec, client, staged) for spec in specs()]
+        outcomes = [o for _, per_panel in drawn for o in per_panel]
+        failed = [o for o in outcomes if o.error]
+        if failed:
+            first = failed[0]
+            raise PreviewError(
+                f"{len(failed)} panel queries failed against {client.url} (first: "
+                f"{first.dashboard} / {first.panel}: {first.error})"
+            )
+        empty = [
+            title
+            for title in dict.fromkeys(o.dashboard for o in outcomes)
+            if not any(o.has_data for o in outcomes if o.dashboard == title)
+        ]
+        if empty and (not options.allow_empty or len(empty) == len(drawn)):
+            raise PreviewError(
+                f"Prometheus at {client.url} has no data for any panel of {', '.join(empty)}: "
+                "is it scraping the exporter (with the harness, for the inference dashboard)?"
+            )
+        if skipped is not None:
+            skipped.extend(empty)
+        options.out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for staged_path, per_panel in drawn:
+            if per_panel and per_panel[0].dashboard in empty:
+                continue
+            path = options.out / staged_path.name
+            shutil.move(staged_path, path)
+            paths.append(path)
+    return paths
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        return str(exc.reason)
+    return str(exc)

@@ -42,7 +42,7 @@ BASE_UNITS: tuple[str, ...] = (
 )
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-_PREFIXES = ("gpu_", "torch_cuda_", "inference_", "exporter_")
+_PREFIXES = ("gpu_", "torch_cuda_", "inference_", "exporter_", "process_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,6 +480,25 @@ EXPORTER_LAST_COLLECT_TIMESTAMP = _gauge(
     (),
     unit="seconds",
 )
+
+# --- The exporter's own process: the names every Prometheus client library exports -----------
+# (prometheus_client's ProcessCollector reads them; --web.disable-exporter-metrics drops them)
+
+PROCESS_CPU_SECONDS = _counter(
+    "process_cpu_seconds_total", "Total user and system CPU time spent in seconds", (), "seconds"
+)
+PROCESS_RESIDENT_MEMORY = _gauge(
+    "process_resident_memory_bytes", "Resident memory size in bytes", (), "bytes"
+)
+PROCESS_VIRTUAL_MEMORY = _gauge(
+    "process_virtual_memory_bytes", "Virtual memory size in bytes", (), "bytes"
+)
+PROCESS_START_TIME = _gauge(
+    "process_start_time_seconds", "Start time of the process since unix epoch in seconds", (),
+    "seconds",
+)  # fmt: skip
+PROCESS_OPEN_FDS = _gauge("process_open_fds", "Number of open file descriptors", ())
+PROCESS_MAX_FDS = _gauge("process_max_fds", "Maximum number of open file descriptors", ())
 
 
 def _collect_families() -> dict[str, MetricFamily]:

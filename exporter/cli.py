@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import os
+import platform
 import re
 import signal
 import sys
@@ -90,6 +91,15 @@ def parse_listen_address(text: str) -> ListenAddress:
     return ListenAddress(host, int(port_text))
 
 
+def _telemetry_path(text: str) -> str:
+    path = text.strip()
+    if not path.startswith("/") or path in ("/healthz", "/readyz") or any(c in path for c in "?#"):
+        raise argparse.ArgumentTypeError(
+            f"invalid telemetry path {text!r}: a path like /metrics, not /healthz or /readyz"
+        )
+    return path
+
+
 def _label(text: str) -> tuple[str, str]:
     try:
         return parse_label(text)
@@ -104,6 +114,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
@@ -205,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--help` for the flags."
         ),
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    version = f"gpu-inference-exporter {__version__} (Python {platform.python_version()})"
+    parser.add_argument("--version", action="version", version=version)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -224,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
             "exporter_pod_info (--identity.pod-labels: every series)."
         ),
     )
+    serve.add_argument("--version", action="version", version=version)
     add = _env_adder(serve)
     add(
         "--backend",
@@ -266,6 +288,33 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="on SIGTERM or SIGINT, how long requests in flight may finish (/readyz fails at "
         "once; a second signal exits at once)",
+    )
+    add(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        type=_telemetry_path,
+        default="/metrics",
+        metavar="PATH",
+        help="path under which the metrics are served",
+    )
+    add(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        metavar="FILE",
+        help="exporter-toolkit web configuration (TLS, client certificates, basic auth with "
+        "bcrypt hashes, security headers) for --web.listen-address; re-read when it or a "
+        "certificate changes",
+    )
+    add(
+        "--web.disable-exporter-metrics",
+        dest="disable_exporter_metrics",
+        type=_boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="leave out the process_* metrics about the exporter process itself",
     )
     add(
         "--collect.interval",
@@ -357,6 +406,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of the simulated fleet (same seed, same figures)",
     )
     add(
+        "--simulate.mig",
+        dest="simulate_mig",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="put the last N simulated GPUs in MIG mode (a 3g, a 2g and a 1g MIG device each), "
+        "for the gpu_mig_* families and the MIG panels",
+    )
+    add(
         "--simulate.scenario",
         dest="scenarios",
         type=_scenario,
@@ -374,8 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="BOOL",
         help="run the embedded inference harness (needs the harness extra: PyTorch) and export "
-        "its inference_* figures and this process's torch_cuda_* allocator figures (default: "
-        "on when PyTorch is installed)",
+        "its inference_* figures and this process's torch_cuda_* allocator figures. It runs a "
+        "model and takes KV cache memory on the GPU, so with a real GPU backend (nvml, dcgm) "
+        "it is opt-in (default: on with --backend simulated when PyTorch is installed, the "
+        "demo; off otherwise)",
     )
     add(
         "--no-harness",
@@ -443,6 +503,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="address of the harness's HTTP API (POST /v1/completions, GET /v1/models); it "
         "runs computations, so it listens on loopback unless told otherwise",
+    )
+    add(
+        "--harness.web.config.file",
+        dest="harness_web_config_file",
+        default=None,
+        metavar="FILE",
+        help="web configuration, as --web.config.file, for the harness's API listener; without "
+        "it, listening beyond loopback is warned about in the log",
     )
     add(
         "--harness.max-prompt-tokens",
@@ -549,6 +617,11 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument(
         "--rate-interval", default="1m", metavar="DURATION",
         help="what $__rate_interval becomes in the queries",
+    )  # fmt: skip
+    preview.add_argument(
+        "--allow-empty", action="store_true",
+        help="skip a dashboard none of whose panels has data (e.g. the inference dashboard "
+        "without the harness) instead of failing",
     )  # fmt: skip
     generate.add_argument(
         "--alerts-config",
@@ -684,21 +757,32 @@ def preview_dashboards(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     try:
-        from dashboards.preview import PreviewOptions, run_preview
+        import grafanalib  # noqa: F401
+        import matplotlib  # noqa: F401
+
+        from dashboards.preview import PreviewError, PreviewOptions, run_preview
     except ImportError as exc:
-        raise CliError(f"{exc}: install the preview extra (pip install '.[preview]')") from None
+        raise CliError(
+            f"dashboards preview needs {exc.name or exc}, which the preview extra installs: "
+            "pip install 'gpu-inference-exporter[preview]'"
+        ) from None
     options = PreviewOptions(
         prometheus=args.prometheus,
         out=Path(args.out),
         range_seconds=args.range_seconds,
         rate_interval=args.rate_interval,
+        allow_empty=args.allow_empty,
     )
+    skipped: list[str] = []
     try:
-        paths = run_preview(options)
-    except OSError as exc:
-        raise CliError(f"cannot query Prometheus at {args.prometheus}: {exc}") from None
+        paths = run_preview(options, skipped)
+    except PreviewError as exc:
+        print(f"gpu-inference-exporter: error: {exc}", file=sys.stderr)
+        return 1
     for path in paths:
         print(f"wrote {path}")
+    for title in skipped:
+        print(f"skipped {title}: no panel has data", file=sys.stderr)
     return 0
 
 

@@ -9,6 +9,7 @@ _SECTIONS = (
     ("torch_cuda_", "PyTorch caching allocator"),
     ("inference_", "Inference harness"),
     ("exporter_", "The exporter itself"),
+    ("process_", "The exporter's process (off with --web.disable-exporter-metrics)"),
 )
 
 

@@ -36,11 +36,25 @@ def replace_block(text: str, begin: str, end: str, body: str) -> str:
     return f"{head}{begin}\n{body}{end}{tail}"
 
 
-def artifacts(alerts_config: str | None = None) -> dict[str, Generator]:
+class MissingExtra(Exception):
+    """A generator's library is not installed: the message names the extra that installs it."""
+
+
+def artifacts(alerts_config: str | None = None, root: Path | None = None) -> dict[str, Generator]:
     """Relative path → generator, for every generated artifact (`alerts_config`: a YAML file
-    overriding the alert thresholds, see alerts/thresholds.py; the dashboards draw the same)."""
+    overriding the alert thresholds, see alerts/thresholds.py; the dashboards draw the same).
+
+    With a `root` that is not a checkout (no README with the metric table markers), the README
+    is left out and the runbook pages are written beside their generated index."""
     from alerts.generate import artifacts as alert_artifacts
-    from dashboards.build import artifacts as dashboard_artifacts
+
+    try:
+        from dashboards.build import artifacts as dashboard_artifacts
+    except ImportError as exc:
+        raise MissingExtra(
+            f"generate needs {exc.name or 'grafanalib'}, which the generate extra installs: "
+            "pip install 'gpu-inference-exporter[generate]'"
+        ) from None
 
     generated: dict[str, Generator] = {
         "README.md": lambda text: replace_block(text, METRICS_BEGIN, METRICS_END, metrics_table()),
@@ -51,17 +65,44 @@ def artifacts(alerts_config: str | None = None) -> dict[str, Generator]:
     generated["README.md"] = lambda text: replace_block(
         readme(text), BACKENDS_BEGIN, BACKENDS_END, backend_table()
     )
+    if root is not None and not is_checkout(root):
+        del generated["README.md"]
+        generated.update(_runbook_pages(root))
     return generated
 
 
+def _runbook_pages(root: Path) -> dict[str, Generator]:
+    """The hand-written runbooks (package data), copied beside the index that links them."""
+    from alerts.runbooks import INDEX_PATH, RUNBOOK_DIR
+
+    if (root / INDEX_PATH).parent.resolve() == RUNBOOK_DIR.resolve():
+        return {}
+    index_dir = Path(INDEX_PATH).parent
+    pages: dict[str, Generator] = {}
+    for page in sorted(RUNBOOK_DIR.glob("*.md")):
+        if page.name != "README.md":
+            text = page.read_text()
+            pages[str(index_dir / page.name)] = lambda _current, text=text: text
+    return pages
+
+
+def is_checkout(root: Path) -> bool:
+    """A source checkout: its README holds the generated metric table."""
+    readme = root / "README.md"
+    return readme.is_file() and METRICS_BEGIN in readme.read_text()
+
+
 def default_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+    """The checkout this package runs from (editable install, `python -m` in a clone); from an
+    installed package, the current directory."""
+    checkout = Path(__file__).resolve().parent.parent
+    return checkout if is_checkout(checkout) else Path.cwd()
 
 
 def stale_artifacts(root: Path, alerts_config: str | None = None) -> list[str]:
     """Paths whose committed content differs from what generation would write."""
     stale = []
-    for rel, generate in artifacts(alerts_config).items():
+    for rel, generate in artifacts(alerts_config, root).items():
         path = root / rel
         current = path.read_text() if path.exists() else ""
         if generate(current) != current:
@@ -72,13 +113,16 @@ def stale_artifacts(root: Path, alerts_config: str | None = None) -> list[str]:
 def run_generate(*, check: bool, root: str | None, alerts_config: str | None = None) -> int:
     base = Path(root) if root else default_root()
     try:
-        artifacts(alerts_config)
+        artifacts(alerts_config, base)
+    except MissingExtra as exc:
+        print(f"gpu-inference-exporter: error: {exc}", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as exc:
         print(f"gpu-inference-exporter: error: --alerts-config: {exc}", file=sys.stderr)
         return 2
     try:  # render everything before writing anything: a refusal leaves no half-written tree
         rendered = {}
-        for rel, generate in artifacts(alerts_config).items():
+        for rel, generate in artifacts(alerts_config, base).items():
             path = base / rel
             current = path.read_text() if path.exists() else ""
             rendered[rel] = (current, generate(current))

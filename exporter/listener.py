@@ -158,7 +158,14 @@ class Listener:
             reason = os.strerror(code) if exc.errno is not None else str(exc)
             raise ListenError(f"{self.address} ({self.flag})", reason.lower()) from None
         self._started = True
-        self.port = site.port
+        # Port 0 on every interface binds IPv4 and IPv6 to different ports: take IPv4's.
+        ipv4 = [a for a in self.addresses if ":" not in str(a[0])]
+        self.port = (ipv4 or self.addresses or [(None, site.port)])[0][1]
+
+    @property
+    def addresses(self) -> list:
+        """The socket names the listener is bound to (empty before start)."""
+        return list(self._runner.addresses) if self._started else []
 
     def _limit_connections(self) -> None:
         """Refuse a connection over the limit before aiohttp reads from it."""

@@ -18,8 +18,9 @@ from aiohttp import web
 from exporter.listener import Listener, ListenerLimits
 from exporter.sampler import Sampler
 from exporter.samples import AnySample, Labels
-from exporter.server import build_app
+from exporter.server import TELEMETRY_PATH_KEY, build_app
 from exporter.sources import Source
+from exporter.web.security import WebSecurity
 
 if TYPE_CHECKING:
     from exporter.cli import ListenAddress
@@ -67,6 +68,7 @@ class Runtime:
     harness: Engine | None = None  # the inference harness, started and stopped with the runtime
     harness_api: ApiServer | None = None  # its HTTP API (and synthetic load), likewise
     shutdown: Shutdown = field(default_factory=Shutdown)
+    security: WebSecurity | None = None  # --web.config.file of the metrics listener
 
 
 def build_sources(backend: str, args: argparse.Namespace) -> list[Source]:
@@ -81,6 +83,7 @@ def build_sources(backend: str, args: argparse.Namespace) -> list[Source]:
                 seed=args.simulate_seed,
                 scenarios=args.scenarios,
                 processes=getattr(args, "collect_processes", False),
+                mig=getattr(args, "simulate_mig", 0),
             )
         ]
     if backend == "nvml":
@@ -131,12 +134,21 @@ def build_harness(args: argparse.Namespace) -> tuple[Engine, list[Source], Build
     return engine, [HarnessSource(engine.metrics), TorchAllocatorSource()], plan
 
 
-def harness_wanted(args: argparse.Namespace) -> bool:
-    """--harness: yes (a missing PyTorch is then an error); --no-harness: no; neither: when
-    PyTorch is installed, else no, said in one log line."""
+def harness_wanted(args: argparse.Namespace, backend: str = "simulated") -> bool:
+    """--harness: yes (a missing PyTorch is then an error); --no-harness: no. Neither: with the
+    simulated backend (the demo), when PyTorch is installed, else no, said in one log line; with
+    any other backend no, said in one line: the harness runs a model and takes KV memory on the
+    GPU the exporter watches, which a node serving real traffic must ask for."""
     wanted = getattr(args, "harness", False)
     if wanted is not None:
         return bool(wanted)
+    if backend != "simulated":
+        log.info(
+            "the inference harness is off: with the %s backend it is opt-in (--harness), as it "
+            "runs a model on the GPU it monitors",
+            backend,
+        )
+        return False
     try:
         import torch  # noqa: F401
     except ImportError as exc:
@@ -149,7 +161,12 @@ def harness_wanted(args: argparse.Namespace) -> bool:
     return True
 
 
-def build_harness_api(args: argparse.Namespace, engine: Engine, plan: BuildPlan) -> ApiServer:
+def build_harness_api(
+    args: argparse.Namespace,
+    engine: Engine,
+    plan: BuildPlan,
+    security: WebSecurity | None = None,
+) -> ApiServer:
     """The harness's HTTP API on --harness.listen-address, with its limits and load;
     ValueError for limits or load that contradict the model or each other."""
     from exporter.harness.api.admission import AdmissionLimits
@@ -171,7 +188,9 @@ def build_harness_api(args: argparse.Namespace, engine: Engine, plan: BuildPlan)
         )
     check_harness_limits(limits, load, plan.model_config.name, plan.model_config.max_seq_len)
     address = args.harness_listen_address
-    settings = ApiSettings(address.host, address.port, limits, load, listener_limits(args))
+    settings = ApiSettings(
+        address.host, address.port, limits, load, listener_limits(args), security
+    )
     return ApiServer(engine, settings)
 
 
@@ -194,12 +213,18 @@ def build_runtime(
     const_labels: Labels,
     static_samples: Sequence[AnySample] = (),
 ) -> Runtime:
+    """Everything `serve` runs; ValueError (one line) for a configuration that cannot work,
+    such as a broken web configuration file or a harness that cannot run here."""
+    security = WebSecurity(getattr(args, "web_config_file", None), "--web.config.file")
+    harness_security = WebSecurity(
+        getattr(args, "harness_web_config_file", None), "--harness.web.config.file"
+    )
     sources = build_sources(backend, args)
     harness = harness_api = None
-    if harness_wanted(args):
+    if harness_wanted(args, backend):
         harness, harness_sources, plan = build_harness(args)
         sources += harness_sources
-        harness_api = build_harness_api(args, harness, plan)
+        harness_api = build_harness_api(args, harness, plan, harness_security)
     elif args.harness_load > 0:
         raise ValueError(f"--harness.load {args.harness_load:g} needs the harness (and PyTorch)")
     gpu_backend = backend if backend != "none" else None
@@ -210,13 +235,16 @@ def build_runtime(
         const_labels=const_labels,
         static_samples=static_samples,
         gpu_backend=gpu_backend,
+        process_metrics=not getattr(args, "disable_exporter_metrics", False),
     )
     shutdown = Shutdown()
     ready_checks = [shutdown.readiness]
     if harness is not None:
         ready_checks.append(harness.readiness)
-    app = build_app(sampler, ready_checks=ready_checks)
-    return Runtime(sampler, app, harness, harness_api, shutdown)
+    telemetry_path = getattr(args, "telemetry_path", "/metrics")
+    app = build_app(sampler, ready_checks=ready_checks, telemetry_path=telemetry_path)
+    security.install(app)
+    return Runtime(sampler, app, harness, harness_api, shutdown, security)
 
 
 async def run_until_signalled(
@@ -233,15 +261,24 @@ async def run_until_signalled(
     shutdown.drain_timeout = limits.drain_timeout
     for sig in signals:
         loop.add_signal_handler(sig, shutdown.handle, sig)
+    security = runtime.security or WebSecurity(None)
     listener = Listener(
-        runtime.app, address.host, address.port, limits, flag="--web.listen-address"
+        runtime.app,
+        address.host,
+        address.port,
+        limits,
+        flag="--web.listen-address",
+        ssl_context=security.ssl_context,
     )
     collecting: asyncio.Task[None] | None = None
     try:
         await listener.start()
         log.info(
-            "listening on http://%s/metrics (sources: %s, interval %gs)",
+            "listening on %s://%s%s (%s; sources: %s, interval %gs)",
+            security.scheme,
             address,
+            runtime.app[TELEMETRY_PATH_KEY],
+            security.config.describe(),
             ", ".join(runtime.sampler.source_names) or "none",
             runtime.sampler.interval,
         )

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from exporter import __version__, catalog
 from exporter.catalog import FAMILIES, Kind
 from exporter.exposition import Snapshot, SourceState, Variant, make_snapshot
+from exporter.process_metrics import ProcessMetrics
 from exporter.samples import AnySample, HistogramSample, Labels
 from exporter.sources import Source, SourceUnavailable
 
@@ -72,6 +73,7 @@ class Sampler:
         const_labels: Labels = (),
         static_samples: Sequence[AnySample] = (),
         gpu_backend: str | None = None,
+        process_metrics: bool = False,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -87,6 +89,7 @@ class Sampler:
         if gpu_backend is not None and gpu_backend not in names:
             raise ValueError(f"gpu_backend {gpu_backend!r} is not one of the sources {names}")
         self.gpu_backend = gpu_backend
+        self._process = ProcessMetrics() if process_metrics else None  # process_* families
         self._clock = clock
         self._wall_clock = wall_clock
         self._slots = [_SourceSlot(s) for s in sources]
@@ -208,6 +211,8 @@ class Sampler:
                 own.append(
                     catalog.EXPORTER_COLLECT_ERRORS.sample(count, source=slot.name, reason=reason)
                 )
+        if self._process is not None:
+            own.extend(self._process.samples())
         return own
 
     def readiness(self) -> tuple[bool, list[str]]:

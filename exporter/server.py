@@ -15,24 +15,31 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 
 from exporter import __version__
-from exporter.exposition import CONTENT_TYPES, format_for_accept
+from exporter.catalog import GPU_UP
+from exporter.exposition import CONTENT_TYPES, Snapshot, format_for_accept
 from exporter.sampler import Sampler
 
 ReadyCheck = Callable[[], tuple[bool, list[str]]]
 
 SAMPLER_KEY = web.AppKey("sampler", Sampler)
 READY_CHECKS_KEY = web.AppKey("ready_checks", list)
+TELEMETRY_PATH_KEY = web.AppKey("telemetry_path", str)
 
 
-def build_app(sampler: Sampler, ready_checks: Sequence[ReadyCheck] = ()) -> web.Application:
-    """The exporter's web application; `ready_checks` add to the sampler's own readiness."""
+def build_app(
+    sampler: Sampler, ready_checks: Sequence[ReadyCheck] = (), telemetry_path: str = "/metrics"
+) -> web.Application:
+    """The exporter's web application; `ready_checks` add to the sampler's own readiness;
+    the metrics are served on `telemetry_path` (--web.telemetry-path)."""
     app = web.Application()
     app[SAMPLER_KEY] = sampler
     app[READY_CHECKS_KEY] = [sampler.readiness, *ready_checks]
-    app.router.add_get("/metrics", metrics)
+    app[TELEMETRY_PATH_KEY] = telemetry_path
+    app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/", landing)
+    if telemetry_path != "/":
+        app.router.add_get("/", landing)
     return app
 
 
@@ -87,6 +94,18 @@ def _dumps(obj: object) -> str:
     return json.dumps(obj, indent=2) + "\n"
 
 
+def lost_gpus(snapshot: Snapshot | None) -> list[tuple[str, str]]:
+    """(gpu, uuid) of every GPU the backend reports lost (gpu_up 0) in the snapshot."""
+    if snapshot is None:
+        return []
+    return [
+        (labels.get("gpu", "?"), labels.get("uuid", "?"))
+        for s in snapshot.samples
+        if s.name == GPU_UP.name and s.value == 0
+        for labels in (dict(s.labels),)
+    ]
+
+
 async def landing(request: web.Request) -> web.Response:
     sampler = request.app[SAMPLER_KEY]
     snapshot = sampler.snapshot
@@ -108,15 +127,23 @@ async def landing(request: web.Request) -> web.Response:
             "</tr>"
         )
     series = snapshot.series if snapshot else 0
+    metrics_path = html.escape(request.app[TELEMETRY_PATH_KEY])
     problem_items = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
+    lost = "".join(
+        f"<li class=down>GPU {html.escape(gpu)} ({html.escape(uuid)})</li>"
+        for gpu, uuid in lost_gpus(snapshot)
+    )
+    lost_section = f"<h2>Lost GPUs</h2><ul>{lost}</ul>" if lost else ""
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>gpu-inference-exporter</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}
 .up{{color:#1a7f37}}.down{{color:#cf222e;font-weight:bold}}</style></head>
 <body><h1>gpu-inference-exporter {html.escape(__version__)}</h1>
-<p><a href="/metrics">/metrics</a> ({series} series) &middot; <a href="/healthz">/healthz</a>
+<p><a href="{metrics_path}">{metrics_path}</a> ({series} series)
+&middot; <a href="/healthz">/healthz</a>
 &middot; <a href="/readyz">/readyz</a> ({"ready" if ready else "not ready"})</p>
 <ul>{problem_items}</ul>
+{lost_section}
 <h2>Sources</h2>
 <table><tr><th>source</th><th>state</th><th>last answer</th><th>last error</th></tr>
 {"".join(rows)}</table>

@@ -87,7 +87,7 @@ def test_scenario_times_take_the_units_of_the_duration_flags():
 def test_a_harness_that_cannot_run_here_is_refused_before_it_starts(flags, says):
     if torch.cuda.is_available() and "cuda" in " ".join(flags):
         pytest.skip("this machine has CUDA")  # pragma: no cover - CI has none
-    args = parse(["serve", "--backend=none", "--harness.device=cpu", *flags])
+    args = parse(["serve", "--backend=none", "--harness", "--harness.device=cpu", *flags])
     with pytest.raises(ValueError) as refused:
         build_runtime(backend="none", args=args, const_labels=())
     assert says in str(refused.value) and "\n" not in str(refused.value)

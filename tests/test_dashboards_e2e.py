@@ -19,8 +19,8 @@ SCENARIOS = {
     "xid": "xid:gpu=3,code=13,every=2",
 }
 
-#: What the test runs: panels that need anything else (MIG, the harness) are only parsed.
-RUNNING = {None, "processes"}
+#: What the test runs: panels that need anything else (the harness) are only parsed.
+RUNNING = {None, "processes", "mig"}
 
 #: Dashboard variables as Grafana would expand them with "All" selected.
 VARIABLES = {
@@ -41,6 +41,7 @@ def expand(expr: str) -> str:
 
 def test_every_panel_query_parses_and_returns_data_and_previews_draw(tmp_path):
     args = ["--backend=simulated", "--collect.interval=0.5", "--collect.processes"]
+    args += ["--simulate.mig=1"]
     args += [f"--simulate.scenario={s}" for s in SCENARIOS.values()]
     with (
         run_exporter(*args) as exporter,
@@ -66,12 +67,23 @@ def test_every_panel_query_parses_and_returns_data_and_previews_draw(tmp_path):
                         failures.append(f"{where} returned no data")
         preview = cli(
             "dashboards", "preview", f"--prometheus={prom.url}", f"--out={tmp_path / 'png'}",
+            "--range=30s", "--rate-interval=5s", "--allow-empty",
+        )  # fmt: skip
+        strict = cli(
+            "dashboards", "preview", f"--prometheus={prom.url}", f"--out={tmp_path / 'strict'}",
             "--range=30s", "--rate-interval=5s",
         )  # fmt: skip
     assert not failures, "\n".join(failures)
     assert checked > 60
     assert preview.returncode == 0, preview.stderr
+    # without the harness, the inference dashboard has nothing to show: skipped, not drawn
+    assert preview.stderr == "skipped LLM inference: no panel has data\n"
+    assert strict.returncode == 1 and "no data for any panel of LLM inference" in strict.stderr
+    assert not (tmp_path / "strict").exists()
     for spec in specs():
+        if spec.uid == "llm-inference":
+            assert not (tmp_path / "png" / f"{spec.uid}.png").exists()
+            continue
         png = tmp_path / "png" / f"{spec.uid}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert png.stat().st_size > 20_000  # panels drawn, not an empty canvas

@@ -66,7 +66,8 @@ def test_auto_takes_dcgm_only_when_a_hostengine_answers_and_the_bindings_import(
 
 def test_every_backend_declares_exactly_what_its_source_publishes(fake_nvml):
     # The DCGM source's declaration is checked against the fake DCGM in test_dcgm_source.py.
-    fleet = SimulatedSource(gpus=2, processes=True, scenarios=[parse_scenario("xid:gpu=0,code=13")])
+    xid = [parse_scenario("xid:gpu=0,code=13")]
+    fleet = SimulatedSource(gpus=2, processes=True, mig=1, scenarios=xid)
     gpu_families = {s.name for s in fleet.collect() if s.name.startswith("gpu_")}
     assert gpu_families == set(SIMULATED_PROVIDES)  # its torch_cuda_* are not a GPU backend's
     fake_nvml.configure("gpus 2\ngpu 1 mig 2\ngpu 0 process 4242 python3 1073741824\n")
@@ -82,6 +83,6 @@ def test_the_backend_table_has_a_row_per_gpu_family_and_a_column_per_backend():
     assert table[0] == "| metric | dcgm | nvml | simulated |"
     rows = {line.split(" | ")[0].strip("| `"): line for line in table[2:]}
     assert rows["gpu_sm_active_ratio"] == ("| `gpu_sm_active_ratio` | ✓ profiling module | – | ✓ |")
-    assert rows["gpu_mig_info"] == "| `gpu_mig_info` | – | ✓ MIG mode | – |"
+    assert rows["gpu_mig_info"] == "| `gpu_mig_info` | – | ✓ MIG mode | ✓ --simulate.mig |"
     assert "gpu_backend_up" not in rows
     assert set(provided()) == {"dcgm", "nvml", "simulated"}

@@ -96,21 +96,10 @@ def test_gpu_lost_takes_out_only_that_gpu_and_the_exporter_keeps_answering():
     assert later[("exporter_source_up", (("source", "simulated"),))] == 1
 
 
-#: Families only a GPU in MIG mode has: the simulated fleet plays no MIG GPU (the NVML source's
-#: tests cover them against the fake NVML, tests/test_nvml_source.py).
-MIG_ONLY = frozenset(
-    {
-        "gpu_mig_info",
-        "gpu_mig_memory_used_bytes",
-        "gpu_mig_memory_free_bytes",
-        "gpu_mig_memory_total_bytes",
-    }
-)
-
-
 def test_the_simulated_fleet_exports_every_catalog_family():
-    # --collect.processes: the opt-in gpu_process_memory_used_bytes is covered too.
+    # --collect.processes and --simulate.mig: the opt-in process and MIG families too.
     args = ("--backend=simulated", "--collect.interval=0.2", "--collect.processes")
+    args += ("--simulate.mig=1",)
     pod = {"POD_NAME": "gie-0", "POD_NAMESPACE": "monitoring"}  # exporter_pod_info
     with run_exporter(*args, env=pod) as exp:
         time.sleep(0.5)
@@ -119,8 +108,6 @@ def test_the_simulated_fleet_exports_every_catalog_family():
     for fam in FAMILIES.values():
         if fam.name.startswith("inference_"):
             continue  # produced by the inference harness, not by a GPU backend
-        if fam.name in MIG_ONLY:
-            continue
         names = {fam.name}
         if fam.kind is Kind.HISTOGRAM:
             names = {f"{fam.name}_bucket", f"{fam.name}_sum", f"{fam.name}_count"}

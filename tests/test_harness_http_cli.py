@@ -15,7 +15,7 @@ from aiohttp import web
 from exporter.cli import ListenAddress, build_parser
 from exporter.harness.api.admission import AdmissionLimits
 from exporter.harness.loadgen import parse_length_distribution
-from exporter.runtime import build_runtime
+from exporter.runtime import build_runtime, harness_wanted
 from tests.conftest import REPO, free_port
 from tests.harness_helpers import run
 from tests.test_cli import cli, parse
@@ -100,13 +100,14 @@ def test_serve_help_lists_the_api_flags_with_their_environment_variables():
     ]:
         assert flag in text and (env is None or env in text), flag
     assert "default: 127.0.0.1:9467" in text
-    assert "on when PyTorch is installed" in text
+    assert "on with --backend simulated when PyTorch is installed" in text
 
 
 def test_readyz_on_the_metrics_port_is_503_until_the_harness_warmed_up():
-    args = parse(["serve", "--backend=none", "--harness.listen-address=127.0.0.1:0", *CHEAP])
+    address = "--harness.listen-address=127.0.0.1:0"
+    args = parse(["serve", "--backend=none", "--harness", address, *CHEAP])
     runtime = build_runtime(backend="none", args=args, const_labels=())
-    assert runtime.harness is not None and runtime.harness_api is not None  # on by default
+    assert runtime.harness is not None and runtime.harness_api is not None  # asked for
 
     async def readyz(url):
         async with aiohttp.ClientSession() as client, client.get(url + "/readyz") as response:
@@ -150,7 +151,7 @@ def test_no_harness_builds_no_harness_and_says_nothing_about_it(caplog):
 
 def test_serve_runs_without_the_harness_when_torch_is_missing_and_says_so_once():
     port = free_port()
-    cmd = [sys.executable, "-c", WITHOUT_TORCH, "serve", "--backend=none"]
+    cmd = [sys.executable, "-c", WITHOUT_TORCH, "serve", "--backend=simulated"]
     cmd += [f"--web.listen-address=127.0.0.1:{port}", "--collect.interval=0.2"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -183,6 +184,7 @@ def test_a_taken_harness_port_is_a_clear_error_naming_its_flag():
         out = cli(
             "serve",
             "--backend=none",
+            "--harness",
             f"--web.listen-address=127.0.0.1:{free_port()}",
             f"--harness.listen-address=127.0.0.1:{port}",
             *CHEAP,
@@ -190,3 +192,28 @@ def test_a_taken_harness_port_is_a_clear_error_naming_its_flag():
     assert out.returncode == 2, out.stderr
     assert f"cannot listen on 127.0.0.1:{port} (--harness.listen-address)" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("backend", "flags", "runs"),
+    [
+        ("simulated", [], True),  # the demo
+        ("nvml", [], False),  # a real GPU: opt-in
+        ("dcgm", [], False),
+        ("none", [], False),
+        ("nvml", ["--harness"], True),
+        ("simulated", ["--no-harness"], False),
+    ],
+)
+def test_the_harness_is_opt_in_on_a_real_gpu_backend(backend, flags, runs, caplog):
+    args = parse(["serve", f"--backend={backend}", *flags])
+    with caplog.at_level(logging.INFO):
+        assert harness_wanted(args, backend) is runs
+    notes = [r.getMessage() for r in caplog.records if "harness is off" in r.getMessage()]
+    if backend in ("nvml", "dcgm", "none") and not flags:
+        assert notes == [
+            f"the inference harness is off: with the {backend} backend it is opt-in "
+            "(--harness), as it runs a model on the GPU it monitors"
+        ]
+    else:
+        assert notes == []

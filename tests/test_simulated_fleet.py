@@ -22,7 +22,7 @@ from exporter.sources.xid import WATCHED_XIDS, XidCounters
 from exporter.xid_catalog import XID_CATALOG, xid_bucket
 
 H100 = GPU_MODELS["H100 SXM 80GB"]
-#: Not on a default simulated GPU: the MIG-only families (no simulated GPU is in MIG mode) and
+#: Not on a default simulated GPU: the MIG-only families (--simulate.mig, test_simulated_mig.py) and
 #: the opt-in per-process memory (SimulatedSource(processes=True), tests/test_nvml_wiring.py).
 NOT_BY_DEFAULT = {
     "gpu_mig_info",

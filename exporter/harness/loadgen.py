@@ -192,8 +192,12 @@ class LoadGenerator:
         *,
         keep_results: bool = False,
         log_every: float | None = None,
+        headers: dict[str, str] | None = None,
+        verify_tls: bool = True,
     ) -> None:
         self.url = base_url.rstrip("/") + "/v1/completions"
+        self.headers = headers or {}  # e.g. the credentials of a secured API
+        self.verify_tls = verify_tls  # False: its own API on loopback, whatever its certificate
         self.profile = profile
         self.stats = LoadStats(keep_results)
         self.log_every = log_every
@@ -203,10 +207,12 @@ class LoadGenerator:
     async def run(self, duration: float | None = None) -> LoadStats:
         """Send requests with Poisson arrivals for `duration` seconds (forever when None, until
         cancelled), then wait for the answers of those sent."""
-        connector = aiohttp.TCPConnector(limit=0)
+        connector = aiohttp.TCPConnector(limit=0, ssl=None if self.verify_tls else False)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
         tasks: set[asyncio.Task[None]] = set()
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers=self.headers
+        ) as session:
             try:
                 await self._arrivals(session, tasks, duration)
                 if tasks:

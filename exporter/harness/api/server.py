@@ -13,6 +13,7 @@ from exporter.harness.api.routes import build_api_app
 from exporter.harness.engine import Engine
 from exporter.harness.loadgen import LoadGenerator, LoadProfile
 from exporter.listener import Listener, ListenerLimits, ListenError
+from exporter.web.security import WebSecurity, is_loopback
 
 __all__ = ["ApiServer", "ApiSettings", "ListenError"]
 
@@ -29,6 +30,7 @@ class ApiSettings:
     limits: AdmissionLimits
     load: LoadProfile | None = None
     listener: ListenerLimits = field(default_factory=ListenerLimits)
+    security: WebSecurity | None = None  # --harness.web.config.file
 
 
 class ApiServer:
@@ -40,6 +42,8 @@ class ApiServer:
         self.app = build_api_app(
             engine, settings.limits, body_timeout=settings.listener.body_timeout
         )
+        if settings.security is not None:
+            settings.security.install(self.app)
         self.load: LoadGenerator | None = None
         # handler_cancellation: a client that disconnects cancels its handler at once, which
         # aborts its request and frees its KV blocks. On stop, requests in flight get the
@@ -52,6 +56,7 @@ class ApiServer:
             flag="--harness.listen-address",
             handler_cancellation=True,
             decompress=False,  # the API reads encodings itself (api/body.py)
+            ssl_context=settings.security.ssl_context if settings.security else None,
         )
         self._load_task: asyncio.Task[object] | None = None
         self.port: int | None = None
@@ -62,17 +67,46 @@ class ApiServer:
         host = self.settings.host or "127.0.0.1"
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
+        scheme = self.settings.security.scheme if self.settings.security else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     async def start(self) -> None:
         """Listen (ListenError naming the address when it cannot), then start the load, if
         any: it waits for the engine to be ready."""
         await self.listener.start()
         self.port = self.listener.port
-        log.info("inference harness API on %s/v1/completions", self.url)
+        self._log_listening(self.listener.addresses)
+        security = self.settings.security
         if self.settings.load is not None:
-            self.load = LoadGenerator(self.url, self.settings.load, log_every=LOAD_LOG_EVERY)
+            headers = {}
+            if security is not None and security.enabled:
+                headers["Authorization"] = f"Bearer {security.internal_token}"
+            self.load = LoadGenerator(
+                self.url,
+                self.settings.load,
+                log_every=LOAD_LOG_EVERY,
+                headers=headers,
+                verify_tls=False,
+            )
             self._load_task = asyncio.create_task(self._run_load(), name="harness-load")
+
+    def _log_listening(self, addresses: list[object]) -> None:
+        """Where it listens, as bound; loudly when beyond loopback with no web config."""
+        security = self.settings.security
+        scheme = security.scheme if security else "http"
+        bound = [_address(a) for a in addresses] or [f"{self.settings.host}:{self.port}"]
+        for where in bound:
+            log.info("inference harness API on %s://%s/v1/completions", scheme, where)
+        if is_loopback(self.settings.host):
+            return
+        if security is None or not security.enabled:
+            log.warning(
+                "the inference harness API listens on %s, beyond loopback, with no "
+                "--harness.web.config.file: anyone who reaches it can run completions on this "
+                "GPU; bind it to 127.0.0.1 (--harness.listen-address) or give it TLS and "
+                "basic auth",
+                ", ".join(bound),
+            )
 
     async def _run_load(self) -> None:
         assert self.load is not None and self.settings.load is not None
@@ -102,3 +136,9 @@ class ApiServer:
         drain timeout to finish, then are cancelled (their KV blocks freed)."""
         await self.stop_load()
         await self.listener.stop()
+
+
+def _address(sockname: object) -> str:
+    """host:port (or [host]:port) from a socket name tuple."""
+    host, port = sockname[0], sockname[1]  # type: ignore[index]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

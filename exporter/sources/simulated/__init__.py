@@ -47,7 +47,13 @@ PROVIDES: dict[str, str] = {
         "gpu_pcie_transmit_bytes_total",
         "gpu_pcie_receive_bytes_total",
     )
-} | {"gpu_process_memory_used_bytes": "--collect.processes"}
+} | {
+    "gpu_process_memory_used_bytes": "--collect.processes",
+    "gpu_mig_info": "--simulate.mig",
+    "gpu_mig_memory_used_bytes": "--simulate.mig",
+    "gpu_mig_memory_free_bytes": "--simulate.mig",
+    "gpu_mig_memory_total_bytes": "--simulate.mig",
+}
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -13,6 +13,7 @@ A model with no NVLink links (L40S) emits none of the `gpu_nvlink_*` families.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import threading
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from exporter import catalog
 from exporter.samples import Sample
 from exporter.sources.clock_events import CLOCK_EVENT_REASONS
+from exporter.sources.simulated.mig import MIG_MODELS, mig_devices, mig_samples
 from exporter.sources.simulated.models import DEFAULT_MODEL, MHZ, MIB, GpuModel, gpu_model
 from exporter.sources.simulated.scenarios import (
     ACTION_SEVERITY,
@@ -34,6 +36,8 @@ from exporter.sources.simulated.scenarios import (
     Scenario,
 )
 from exporter.sources.xid import XidCounters
+
+log = logging.getLogger(__name__)
 
 STEP_SECONDS = 1.0
 IDLE_UTILIZATION = 0.05  # gpu_idle below this
@@ -477,6 +481,8 @@ class SimulatedSource:
 
     The same seed, scenarios and sequence of clock readings give identical samples. Each GPU
     has its own random stream, so a scenario on one GPU leaves the others' values untouched.
+    The last `mig` GPUs are in MIG mode. A scenario that starts or ends, and a GPU lost or
+    back, is said in the log when a collection first sees it.
     """
 
     name = "simulated"
@@ -491,10 +497,15 @@ class SimulatedSource:
         driver_version: str = "550.90.07",
         cuda_version: str = "12.4",
         processes: bool = False,
+        mig: int = 0,
     ) -> None:
         if not isinstance(gpus, int) or gpus < 1:
             raise ValueError(f"the simulated fleet needs at least 1 GPU (got {gpus!r})")
         self.model = gpu_model(model)
+        if not 0 <= mig <= gpus:
+            raise ValueError(f"--simulate.mig {mig}: the fleet has {gpus} GPUs")
+        if mig and self.model.name not in MIG_MODELS:
+            raise ValueError(f"--simulate.mig: the {self.model.name} has no MIG mode")
         for s in scenarios:
             try:
                 s.check_fleet(gpus, self.model)
@@ -510,6 +521,11 @@ class SimulatedSource:
             _Gpu(i, self.model, seed, [s for s in self.scenarios if s.on_gpu(i)])
             for i in range(gpus)
         ]
+        self._mig = {
+            g.index: mig_devices(g.index, seed, self.model.memory_total_bytes)
+            for g in self._gpus[gpus - mig :]
+        }
+        self._active: set[Scenario] = set()  # the scenarios active at the last collection
         self._xids = XidCounters()
         self._info: list[Sample] = []
         for g in self._gpus:
@@ -535,6 +551,7 @@ class SimulatedSource:
         """Advance the simulation to the clock's time and return every series of every GPU."""
         with self._lock:
             self._t = t = max(self._t, self._clock() - self._t0)  # never run backwards
+            self._log_transitions(t)
             out: list[Sample] = []
             for g, info in zip(self._gpus, self._info, strict=True):
                 g.advance(t)
@@ -549,8 +566,26 @@ class SimulatedSource:
                     out += g.samples(t)
                     if self.processes:
                         out.append(self._process_sample(g, t))
+                    if g.index in self._mig:
+                        usable = self.model.memory_total_bytes - self.model.memory_reserved_bytes
+                        share = g.memory(t)[0] / usable
+                        out += mig_samples(self._mig[g.index], g.labels, share, t)
                 out += self._xids.samples(g.index)
             return out
+
+    def _log_transitions(self, t: float) -> None:
+        active = {s for s in self.scenarios if s.active(t)}
+        for s in sorted(active - self._active, key=str):
+            if s.name == "gpu_lost":
+                log.warning("simulated GPU %d (%s) is lost (%s)", s.gpu, self.uuids[s.gpu], s)
+            else:
+                log.info("simulated scenario %s started at %.0fs", s, t)
+        for s in sorted(self._active - active, key=str):
+            if s.name == "gpu_lost":
+                log.info("simulated GPU %d (%s) is back (%s ended)", s.gpu, self.uuids[s.gpu], s)
+            else:
+                log.info("simulated scenario %s ended at %.0fs", s, t)
+        self._active = active
 
     def _process_sample(self, g: _Gpu, t: float) -> Sample:
         """The GPU's inference process, which holds all of its used memory."""
