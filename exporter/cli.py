@@ -106,6 +106,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _boolean(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -254,6 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DURATION",
         help="how long one source may take before it is marked down (default: the interval)",
+    )
+    add(
+        "--collect.keep-series",
+        dest="keep_series",
+        type=_non_negative_int,
+        default=3,
+        metavar="INTERVALS",
+        help="how many collections in a row a source may miss (time out, fail) while its last good "
+        "series are still exported, with exporter_source_up 0, so one slow read does not break "
+        "every graph; then they are dropped. 0 drops them at the first miss",
     )
     add(
         "--collect.processes",

@@ -152,6 +152,7 @@ def build_runtime(*, backend: str, args: argparse.Namespace, const_labels: Label
         timeout=args.timeout,
         const_labels=const_labels,
         gpu_backend=gpu_backend,
+        keep_series=args.keep_series,
     )
     ready_checks = [harness.readiness] if harness is not None else []
     app = build_app(sampler, ready_checks=ready_checks)

@@ -3,8 +3,13 @@
 Each source runs in its own daemon thread with a timeout, so a source that hangs (a wedged
 driver call) costs only its own series: the others still publish, the hung one is reported by
 `exporter_source_up 0` and `exporter_collect_errors_total{reason="timeout"}`, and no second call
-is stacked on top of a call that has not returned. Scrapes read `sampler.snapshot` and never
-reach a source.
+is stacked on top of a call that has not returned. A source that misses a collection keeps its
+last good series for `keep_series` intervals, so one slow read does not break every graph.
+Scrapes read `sampler.snapshot` and never reach a source.
+
+Most cycles are cheap: a source whose series are the same as last cycle's is not validated
+again and the snapshot reuses the layout of the last one (`exporter.render`); a body is rendered
+only for the snapshot a scraper is due to read (`exporter.forecast`), or on its request.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from dataclasses import dataclass, field
 
 from exporter import __version__, catalog
 from exporter.catalog import FAMILIES, Kind
-from exporter.exposition import Snapshot, SourceState, Variant, make_snapshot
+from exporter.exposition import Snapshot, SourceState, Variant
+from exporter.forecast import ScrapeForecast
+from exporter.render import Renderer, SeriesKey, series_keys
 from exporter.samples import AnySample, HistogramSample, Labels
 from exporter.sources import Source, SourceUnavailable
 
@@ -32,8 +39,8 @@ ERROR_REASONS = ("error", "timeout", "invalid", "unavailable")
 #: A source whose last success is older than this many intervals makes /readyz fail.
 STALE_AFTER_INTERVALS = 3
 
-#: A variant (format, gzip) nobody has asked for in this long is no longer pre-rendered.
-WANTED_FOR_SECONDS = 600.0
+#: Missed collections after which a source's last good series are dropped (--collect.keep-series).
+KEEP_SERIES_INTERVALS = 3
 
 
 class InvalidSamples(Exception):
@@ -53,7 +60,9 @@ class _SourceSlot:
     last_error: str = ""
     last_reason: str = ""
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_REASONS, 0))
-    samples: list[AnySample] = field(default_factory=list)
+    samples: list[AnySample] = field(default_factory=list)  # the last good ones, while kept
+    keys: list[SeriesKey] = field(default_factory=list)  # their keys, validated
+    misses: int = 0  # collections missed since the last good one
 
     @property
     def name(self) -> str:
@@ -71,6 +80,7 @@ class Sampler:
         timeout: float | None = None,
         const_labels: Labels = (),
         gpu_backend: str | None = None,
+        keep_series: int = KEEP_SERIES_INTERVALS,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -79,6 +89,9 @@ class Sampler:
             raise ValueError(f"source names must be unique, got {names}")
         if interval <= 0:
             raise ValueError("interval must be positive")
+        if keep_series < 0:
+            raise ValueError("keep_series must be 0 or more")
+        self.keep_series = keep_series
         self.interval = interval
         self.timeout = timeout if timeout is not None else interval
         self.const_labels = const_labels
@@ -90,7 +103,8 @@ class Sampler:
         self._slots = [_SourceSlot(s) for s in sources]
         self.snapshot: Snapshot | None = None
         self.cycles = 0
-        self._wanted: dict[Variant, float] = {}  # variant -> when a scrape last asked for it
+        self._renderer = Renderer(const_labels)
+        self._forecast = ScrapeForecast(clock)
 
     @property
     def source_names(self) -> list[str]:
@@ -108,42 +122,53 @@ class Sampler:
             await asyncio.sleep(next_start - now)
 
     async def cycle(self) -> Snapshot:
-        """One collection: ask every source concurrently, then render and publish a snapshot."""
+        """One collection: ask every source concurrently, then publish a snapshot."""
         started_wall = self._wall_clock()
         started = self._clock()
         await asyncio.gather(*(self._collect(slot) for slot in self._slots))
         samples: list[AnySample] = []
+        parts: list[list[SeriesKey]] = []
         for slot in self._slots:
-            if slot.up:
+            if slot.samples:
                 samples.extend(slot.samples)
-        samples.extend(self._own_samples(started_wall))
+                parts.append(slot.keys)
+        own = self._own_samples(started_wall)
+        samples.extend(own)
+        parts.append(series_keys(own))
         states = {
             slot.name: SourceState(
                 slot.name, slot.up, slot.last_success, slot.last_duration, slot.last_error
             )
             for slot in self._slots
         }
-        snapshot = await asyncio.to_thread(
-            make_snapshot,
-            samples,
-            const_labels=self.const_labels,
-            sources=states,
-            collected_at=started_wall,
-            collected_monotonic=started,
-            prerender=self.wanted_variants(),
-        )
+        due = self._forecast.due(self.interval)
+
+        def publishable() -> Snapshot:
+            snapshot = Snapshot(
+                samples,
+                self._renderer.layout(parts),
+                sources=states,
+                collected_at=started_wall,
+                collected_monotonic=started,
+            )
+            snapshot.prerender(due)
+            return snapshot
+
+        if due or self._renderer.current(parts) is None:
+            snapshot = await asyncio.to_thread(publishable)  # rendering: off the event loop
+        else:
+            snapshot = publishable()
         self.snapshot = snapshot
         self.cycles += 1
         return snapshot
 
-    def note_request(self, variant: Variant) -> None:
-        """A scrape asked for `variant`: pre-render it in the coming cycles."""
-        self._wanted[variant] = self._clock()
+    def note_request(self, variant: Variant, peer: str = "") -> None:
+        """A scraper at `peer` asked for `variant`: render it ahead when it is due again."""
+        self._forecast.note(variant, peer)
 
-    def wanted_variants(self) -> list[Variant]:
-        """The variants scrapers asked for recently (rendered before each publish)."""
-        cutoff = self._clock() - WANTED_FOR_SECONDS
-        return [v for v, at in self._wanted.items() if at >= cutoff]
+    def wanted_variants(self) -> set[Variant]:
+        """The variants scrapers have been asking for."""
+        return self._forecast.wanted()
 
     async def _collect(self, slot: _SourceSlot) -> None:
         started = self._clock()
@@ -156,7 +181,11 @@ class Sampler:
         slot.inflight_since = started
         try:
             samples = await asyncio.wait_for(asyncio.shield(slot.inflight), self.timeout)
-            _validate(samples)
+            keys = series_keys(samples)
+            if keys == slot.keys:
+                keys = slot.keys  # the same series: validated already, and the layout holds
+            else:
+                _validate(samples)
         except TimeoutError:
             self._fail(slot, "timeout", f"no answer within {self.timeout:g}s")
             slot.last_duration = self.timeout
@@ -171,7 +200,7 @@ class Sampler:
             if not slot.up:
                 log.info("source %s is up (%d series)", slot.name, len(samples))
             slot.up = True
-            slot.samples = samples
+            slot.samples, slot.keys, slot.misses = samples, keys, 0
             slot.last_success = started
             slot.last_error = slot.last_reason = ""
         slot.last_duration = self._clock() - started
@@ -181,7 +210,9 @@ class Sampler:
         if slot.up or slot.last_reason != reason:  # log transitions, not every cycle
             log.warning("source %s failed (%s): %s", slot.name, reason, message)
         slot.up = False
-        slot.samples = []
+        slot.misses += 1
+        if slot.misses > self.keep_series:  # kept long enough: the series end
+            slot.samples, slot.keys = [], []
         slot.last_error = message
         slot.last_reason = reason
 
@@ -243,6 +274,10 @@ def _validate(samples: Iterable[AnySample]) -> None:
             raise InvalidSamples(f"{s.name}: sample type does not match a {fam.kind}")
         if tuple(k for k, _ in s.labels) != fam.labels:
             raise InvalidSamples(f"{s.name}: labels {s.labels} do not match {fam.labels}")
+        if isinstance(s, HistogramSample):
+            bounds = [b for b, _ in s.buckets]
+            if not bounds or bounds[-1] != float("inf") or bounds != sorted(set(bounds)):
+                raise InvalidSamples(f"{s.name}: buckets must increase and end with +Inf")
         key = (s.name, s.labels)
         if key in seen:
             raise InvalidSamples(f"duplicate series {s.name}{dict(s.labels)}")
