@@ -7,12 +7,19 @@ import time
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
-from exporter.exposition import CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT
+from exporter.exposition import CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT, Format
 from exporter.sampler import Sampler
 from exporter.server import accepts_gzip, build_app
 from tests.conftest import parse_metrics
 from tests.fakes import CountingSource, HangingSource
+
+
+def parse_om_families(text: str) -> dict[str, float]:
+    """OpenMetrics text → {family name: the value of its first sample}."""
+    return {f.name: f.samples[0].value for f in parse_om(text)}
+
 
 OPENMETRICS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
@@ -217,3 +224,26 @@ def test_a_client_that_refuses_gzip_gets_plain_bytes():
     (enc1, head1), (enc2, head2), (enc3, head3) = asyncio.run(scenario())
     assert enc1 is None and enc2 is None and head1 == head2 == b"# "
     assert enc3 == "gzip" and head3 == b"\x1f\x8b"
+
+
+def test_every_scrape_gets_the_latest_snapshot_rendered_ahead_or_on_request():
+    async def scenario():
+        sampler = Sampler([CountingSource()], interval=1)
+        async with serving(sampler, run_sampler=False) as client:
+            seen = []
+            for _ in range(4):
+                snapshot = await sampler.cycle()
+                ahead = snapshot.has((Format.OPENMETRICS, True))
+                resp = await client.get(
+                    "/metrics", headers={"Accept": OPENMETRICS_ACCEPT, "Accept-Encoding": "gzip"}
+                )
+                body = parse_om_families(await resp.text())
+                seen.append((ahead, body, snapshot.collected_at))
+                await asyncio.sleep(0.01)
+            return seen
+
+    seen = asyncio.run(scenario())
+    assert [ahead for ahead, _, _ in seen] == [False, False, True, True]  # learned after two
+    for n, (_, body, collected_at) in enumerate(seen, start=1):
+        assert body["exporter_last_collect_timestamp_seconds"] == collected_at
+        assert body["gpu_temperature_celsius"] == n  # this cycle's value, never an older one
