@@ -17,7 +17,8 @@ scrape); nvitop-exporter's /metrics until it shows a GPU process (it keeps no st
 nvitop-exporter is not a dependency of this project: `.venv/bin/pip install nvitop-exporter`.
 
 Usage: .venv/bin/python bench/idle_cpu.py [--runs 3] [--window 90] [--scrape-every 15]
-       [--interval 1] [--gpus 8] [--no-harness-row] [--compare-with CHECKOUT]
+       [--interval 1] [--gpus 8] [--rows simulated,nvml,harness,nvitop]
+       [--compare-with CHECKOUT]
 """
 
 from __future__ import annotations
@@ -72,22 +73,28 @@ class Running:
     log: Path
 
 
-def rows(args: argparse.Namespace, nvitop: str) -> list[Row]:
+ROW_KINDS = ("simulated", "nvml", "harness", "nvitop")
+
+
+def rows(args: argparse.Namespace, nvitop: str | None) -> list[Row]:
     ours = [sys.executable, "-m", "exporter", "serve", f"--collect.interval={args.interval}"]
     ours += ["--log.level=warning"]
     sim = [*ours, "--backend=simulated", f"--simulate.gpus={args.gpus}", "--no-harness"]
     nvml = [*ours, "--backend=nvml"]
-    out = [
-        Row(f"simulated {args.gpus} GPUs, no harness", sim, nvml=False),
-        Row(f"NVML (fake) {args.gpus} GPUs, no harness", [*nvml, "--no-harness"], nvml=True),
-    ]
-    if not args.no_harness_row:
+    kinds = args.rows.split(",")
+    out = []
+    if "simulated" in kinds:
+        out.append(Row(f"simulated {args.gpus} GPUs, no harness", sim, nvml=False))
+    if "nvml" in kinds:
+        out.append(Row(f"NVML (fake) {args.gpus} GPUs, no harness", [*nvml, "--no-harness"], True))
+    if "harness" in kinds:
         harness = [*nvml, "--harness", "--harness.preset=tiny"]
         out.append(Row(f"NVML (fake) {args.gpus} GPUs + idle harness", harness, nvml=True))
     if args.compare_with:  # the same simulated row from another checkout (e.g. main)
         other = Path(args.compare_with).resolve()
         out.append(Row(f"simulated {args.gpus} GPUs, {other.name}", sim, nvml=False, cwd=other))
-    out.append(Row(NVITOP, [nvitop, "--interval", str(args.interval)], nvml=True))
+    if nvitop:
+        out.append(Row(NVITOP, [nvitop, "--interval", str(args.interval)], nvml=True))
     return out
 
 
@@ -185,7 +192,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=None, help="default: 2 scrapes + 5 s")
     parser.add_argument("--interval", type=float, default=1.0, help="collection interval, s")
     parser.add_argument("--gpus", type=int, default=8)
-    parser.add_argument("--no-harness-row", action="store_true", help="skip the harness row")
+    parser.add_argument(
+        "--rows", default=",".join(ROW_KINDS), help=f"which rows, of {','.join(ROW_KINDS)}"
+    )
     parser.add_argument(
         "--compare-with", metavar="CHECKOUT", help="also run the simulated row from this checkout"
     )
@@ -193,10 +202,12 @@ def main() -> int:
     if args.warmup is None:
         args.warmup = 2 * args.scrape_every + 5
 
-    nvitop = shutil.which(NVITOP, path=str(Path(sys.executable).parent))
-    if nvitop is None:
-        print(f"{NVITOP} is not installed: .venv/bin/pip install nvitop-exporter")
-        return 2
+    nvitop = None
+    if "nvitop" in args.rows.split(","):
+        nvitop = shutil.which(NVITOP, path=str(Path(sys.executable).parent))
+        if nvitop is None:
+            print(f"{NVITOP} is not installed: .venv/bin/pip install nvitop-exporter")
+            return 2
     work = Path(tempfile.mkdtemp(prefix="idle-cpu-"))
     try:
         library = build(work)
@@ -217,16 +228,17 @@ def main() -> int:
 
 
 def report(table_rows: list[Row], args: argparse.Namespace) -> None:
-    ref = statistics.median(table_rows[-1].cpu)
+    ref = statistics.median(table_rows[-1].cpu) if table_rows[-1].name == NVITOP else None
     out = []
     for row in table_rows:
         median = statistics.median(row.cpu)
+        ratio = "-" if ref is None else f"{ref / median:.1f}" if median else "inf"
         out.append(
             [
                 row.name,
                 *(f"{c:.2f}" for c in row.cpu),
                 f"{median:.2f}",
-                f"{ref / median:.1f}" if median else "inf",
+                ratio,
                 f"{statistics.median(row.rss_start):.0f} → {statistics.median(row.rss_end):.0f}",
                 ms(percentile(row.latencies, 50)),
                 ms(max(row.latencies, default=float("nan"))),

@@ -9,7 +9,9 @@ a fresh collection each time (new objects, as the sampler gets them):
                    no Go float formatting, nothing kept between cycles. Nothing to beat.
   exporter         what a cycle costs the exporter to produce a body: the series keys, the kept
                    layout, the flat values and the render (exporter.render)
-  exporter, new    the same when every series is new (the first cycle, or a new series set)
+  ..., one series changed  a series set that changed (a process came): a new layout built
+                   from the kept strings of the series that remain
+  ..., all series new  the same when every series is new (the first cycle)
   prometheus_client  the former path: metric families through prometheus_client's writers
   gzip level N     compressing the OpenMetrics body (the exporter uses level 1)
 
@@ -60,6 +62,7 @@ def floor(samples) -> bytes:
 
 def measure(gpus: int, repeat: int) -> list[list[str]]:
     from exporter.render import Format, Renderer, flat_values, render, series_keys
+    from exporter.samples import Sample
     from exporter.sources.simulated import SimulatedSource
     from tests.test_render import reference
 
@@ -88,10 +91,25 @@ def measure(gpus: int, repeat: int) -> list[list[str]]:
     floor_ms = timed_on_fresh_samples(floor)
     layout = kept.layout([series_keys(samples)])
     om = render(layout, flat_values(samples, layout), Format.OPENMETRICS)
+
+    toggling = Renderer()
+    flips = iter(range(10**9))
+
+    def one_series_changed(samples):
+        """Every other call the last series differs: a new layout each time, the strings of
+        the other series kept (what a process appearing or leaving costs)."""
+        if next(flips) % 2:
+            last = samples[-1]
+            labels = (*last.labels[:-1], (last.labels[-1][0], "changed"))
+            samples = [*samples[:-1], Sample(last.name, labels, last.value)]
+        layout = toggling.layout([series_keys(samples)])
+        return render(layout, flat_values(samples, layout), Format.OPENMETRICS)
+
     figures = {
         "floor (hand loop)": floor_ms,
         "exporter, text": ours(Format.TEXT, fresh=False),
         "exporter, openmetrics": ours(Format.OPENMETRICS, fresh=False),
+        "exporter, openmetrics, one series changed": timed_on_fresh_samples(one_series_changed),
         "exporter, openmetrics, all series new": ours(Format.OPENMETRICS, fresh=True),
         "prometheus_client, text": timed_on_fresh_samples(lambda s: reference(s)[Format.TEXT]),
         "gzip level 1 (openmetrics body)": best_ms(lambda: gzip.compress(om, 1, mtime=0), repeat),

@@ -183,10 +183,6 @@ class Sampler:
         """A scraper at `peer` asked for `variant`: render it ahead when it is due again."""
         self._forecast.note(variant, peer)
 
-    def wanted_variants(self) -> set[Variant]:
-        """The variants scrapers have been asking for."""
-        return self._forecast.wanted()
-
     async def _collect(self, slot: _SourceSlot) -> None:
         started = self._clock()
         if slot.inflight is not None and not slot.inflight.done():
