@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 CONTENT_TYPE_TEXT = CONTENT_TYPE_PLAIN_0_0_4
-#: zlib level 1: about a third of level 6's time for 12% more bytes on the wire (bench/render.py).
+#: zlib level 1: a quarter of level 6's time for 14% more bytes on the wire (bench/render.py).
 GZIP_LEVEL = 1
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "Renderer",
     "SeriesKey",
     "Variant",
+    "flat_values",
     "format_value",
     "render",
     "series_keys",
