@@ -176,36 +176,32 @@ class Renderer:
         unknown = {key[0] for key in keys} - self._families.keys()
         if unknown:
             raise ValueError(f"samples for families missing from the catalog: {sorted(unknown)}")
-        prefixes: dict[SeriesKey, tuple[str, ...]] = {}
-        old = self._prefixes
-        # (family rank, position in the samples) → the sample's lines as (prefix, flat index)
-        lines_of: list[tuple[int, int, list[tuple[str, int]]]] = []
+        old, prefixes = self._prefixes, {}
+        # family → its series in sample order, as (line prefixes, index of the first value)
+        by_family: dict[str, list[tuple[tuple[str, ...], int]]] = {}
         totals: list[bool] = []
         flat = 0
-        for position, key in enumerate(keys):
-            series = prefixes.get(key) or old.get(key) or self._prefixes_of(key)
+        for key in keys:
+            series = old.get(key) or self._prefixes_of(key)
             prefixes[key] = series
             if len(key) == 3:  # a histogram: buckets, then _count and _sum unless dropped
                 totals.append(len(series) > len(key[2]))
-            lines_of.append(
-                (self._rank[key[0]], position, [(p, flat + i) for i, p in enumerate(series)])
-            )
+            by_family.setdefault(key[0], []).append((series, flat))
             flat += len(series)
         self._prefixes = prefixes
-        lines_of.sort(key=lambda item: (item[0], item[1]))
-        text_leads: list[str] = []
-        om_leads: list[str] = []
+        leads: list[str] = []
         order: list[int] = []
-        family = None
-        for _, position, lines in lines_of:
-            name = keys[position][0]
-            first = name != family
-            family = name
-            text_header, om_header = self._header(name) if first else ("", "")
-            for i, (prefix, index) in enumerate(lines):
-                text_leads.append(text_header + prefix if i == 0 else prefix)
-                om_leads.append(om_header + prefix if i == 0 else prefix)
-                order.append(index)
+        starts: list[tuple[int, str]] = []  # (line, family) where each family begins
+        for name in sorted(by_family, key=self._rank.__getitem__):
+            starts.append((len(leads), name))
+            for series, first in by_family[name]:
+                leads.extend(series)
+                order.extend(range(first, first + len(series)))
+        text_leads, om_leads = list(leads), leads
+        for line, name in starts:
+            text_header, om_header = self._header(name)
+            text_leads[line] = text_header + leads[line]
+            om_leads[line] = om_header + leads[line]
         return Layout(tuple(text_leads), tuple(om_leads), tuple(order), tuple(totals), len(keys))
 
     def _prefixes_of(self, key: SeriesKey) -> tuple[str, ...]:
