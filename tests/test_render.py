@@ -171,7 +171,24 @@ PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 @given(series_set(), st.data())
 def test_both_formats_match_prometheus_client_byte_for_byte(case, data):
     families, const_labels, samples = case
-    assert ours(samples, const_labels, families) == reference(samples, const_labels, families)
+    bodies = ours(samples, const_labels, families)
+    assert bodies == reference(samples, const_labels, families)
+    om, text = bodies[Format.OPENMETRICS].decode(), bodies[Format.TEXT].decode()
+    assert om.endswith("# EOF\n") and om.count("# EOF") == 1 and "# EOF" not in text
+    assert "_created" not in om + text  # samples carry no creation time: none is invented
+    # the label values, escapes and all, parse back to what the sources gave
+    parsed = {
+        (s.name, tuple(sorted(s.labels.items())))
+        for fam in parse_text(text)
+        for s in fam.samples
+        if not s.name.endswith(("_bucket", "_count", "_sum"))
+    }
+    given = {
+        (s.name, tuple(sorted({**dict(const_labels), **dict(s.labels)}.items())))
+        for s in samples
+        if isinstance(s, Sample)
+    }
+    assert parsed == given
     # The next cycle: same series, new values, through the layout the renderer kept.
     renderer = Renderer(const_labels, families)
     first = renderer.layout([series_keys(samples)])
