@@ -90,9 +90,19 @@ def rows(args: argparse.Namespace, nvitop: str | None) -> list[Row]:
     if "harness" in kinds:
         harness = [*nvml, "--harness", "--harness.preset=tiny"]
         out.append(Row(f"NVML (fake) {args.gpus} GPUs + idle harness", harness, nvml=True))
-    if args.compare_with:  # the same simulated row from another checkout (e.g. main)
-        other = Path(args.compare_with).resolve()
-        out.append(Row(f"simulated {args.gpus} GPUs, {other.name}", sim, nvml=False, cwd=other))
+    for checkout in args.compare_with:  # the same rows from another checkout (e.g. main)
+        other = Path(checkout).resolve()
+        if "simulated" in kinds:
+            out.append(Row(f"simulated {args.gpus} GPUs, {other.name}", sim, False, other))
+        if "nvml" in kinds:
+            out.append(
+                Row(
+                    f"NVML (fake) {args.gpus} GPUs, {other.name}",
+                    [*nvml, "--no-harness"],
+                    True,
+                    other,
+                )
+            )
     if nvitop:
         out.append(Row(NVITOP, [nvitop, "--interval", str(args.interval)], nvml=True))
     return out
@@ -196,7 +206,11 @@ def main() -> int:
         "--rows", default=",".join(ROW_KINDS), help=f"which rows, of {','.join(ROW_KINDS)}"
     )
     parser.add_argument(
-        "--compare-with", metavar="CHECKOUT", help="also run the simulated row from this checkout"
+        "--compare-with",
+        metavar="CHECKOUT",
+        action="append",
+        default=[],
+        help="also run the simulated and NVML rows from this checkout (repeatable)",
     )
     args = parser.parse_args()
     if args.warmup is None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import platform
 import sys
@@ -118,20 +117,15 @@ class Sampler:
     async def run(self) -> None:
         """Collect forever, one cycle per interval (a late cycle skips, never bunches up).
 
-        Two interpreter settings suit a long-lived exporter, set here: a shorter GIL switch
-        interval (a collection or a render in a worker thread holds the GIL; CPython's 5 ms
-        default would hold a scrape up to 5 ms at each of its hand-overs), and, after the first
-        cycle, everything alive frozen out of the garbage collector's reach (imports, PyTorch,
-        the catalog: about 1.4 ms a second of full collections on the fake NVML for nothing).
+        It also shortens the GIL switch interval: a collection or a render in a worker thread
+        holds the GIL, and CPython's 5 ms default would hold a scrape up to 5 ms at each of its
+        hand-overs (bench/scrape.py, rows "in cycles").
         """
         if sys.getswitchinterval() > GIL_SWITCH_INTERVAL:
             sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         next_start = self._clock()
         while True:
             await self.cycle()
-            if self.cycles == 1:
-                gc.collect()
-                gc.freeze()
             next_start += self.interval
             now = self._clock()
             if next_start < now:
