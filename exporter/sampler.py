@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from exporter import __version__, catalog
 from exporter.catalog import FAMILIES, Kind
@@ -34,6 +35,7 @@ from exporter.samples import AnySample, HistogramSample, Labels
 from exporter.sources import Source, SourceUnavailable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Values of the `reason` label of exporter_collect_errors_total, all exported from the start.
 ERROR_REASONS = ("error", "timeout", "invalid", "unavailable")
@@ -57,7 +59,7 @@ class _SourceSlot:
     """The sampler's bookkeeping for one source."""
 
     source: Source
-    inflight: asyncio.Future[list[AnySample]] | None = None
+    inflight: asyncio.Future[tuple[list[AnySample], list[SeriesKey]]] | None = None
     inflight_since: float = 0.0
     up: bool = False
     last_success: float | None = None
@@ -191,15 +193,22 @@ class Sampler:
             self._fail(slot, "timeout", f"still hung after {started - slot.inflight_since:.1f}s")
             slot.last_duration = self.timeout
             return
-        slot.inflight = _call_in_daemon_thread(slot.source.collect, f"collect-{slot.name}")
+        previous = slot.keys
+
+        def collect() -> tuple[list[AnySample], list[SeriesKey]]:
+            """The source's samples and their keys, validated when the series changed (in the
+            collection's thread: none of it on the event loop)."""
+            samples = list(slot.source.collect())
+            keys = series_keys(samples)
+            if keys == previous:
+                return samples, previous  # validated already, and the layout holds
+            _validate(samples)
+            return samples, keys
+
+        slot.inflight = _call_in_daemon_thread(collect, f"collect-{slot.name}")
         slot.inflight_since = started
         try:
-            samples = await asyncio.wait_for(asyncio.shield(slot.inflight), self.timeout)
-            keys = series_keys(samples)
-            if keys == slot.keys:
-                keys = slot.keys  # the same series: validated already, and the layout holds
-            else:
-                _validate(samples)
+            samples, keys = await asyncio.wait_for(asyncio.shield(slot.inflight), self.timeout)
         except TimeoutError:
             self._fail(slot, "timeout", f"no answer within {self.timeout:g}s")
             slot.last_duration = self.timeout
@@ -298,24 +307,22 @@ def _validate(samples: Iterable[AnySample]) -> None:
         seen.add(key)
 
 
-def _call_in_daemon_thread(
-    fn: Callable[[], Iterable[AnySample]], name: str
-) -> asyncio.Future[list[AnySample]]:
+def _call_in_daemon_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
     """Run fn in a daemon thread (a hung call never blocks process exit) and return a future."""
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[list[AnySample]] = loop.create_future()
+    future: asyncio.Future[T] = loop.create_future()
 
-    def settle(result: list[AnySample] | None, error: BaseException | None) -> None:
+    def settle(result: T | None, error: BaseException | None) -> None:
         if future.done():
             return
         if error is not None:
             future.set_exception(error)
         else:
-            future.set_result(result or [])
+            future.set_result(result)  # type: ignore[arg-type]
 
     def runner() -> None:
         try:
-            result, error = list(fn()), None
+            result, error = fn(), None
         except BaseException as exc:
             result, error = None, exc
         # RuntimeError: the loop closed while this call hung, so nobody is waiting.
