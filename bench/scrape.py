@@ -246,7 +246,7 @@ def main() -> int:
         lat.update(lat2)
         lat.update(lat3)
         sizes.update(sizes2)
-        sizes.update({row: sizes[floors[row]] for row in lat3})
+        sizes.update({row: sizes[row.removesuffix(", in cycles")] for row in lat3})
     finally:
         for proc in servers:
             proc.terminate()
