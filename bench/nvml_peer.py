@@ -23,49 +23,34 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.procs import (  # noqa: E402
+    PROM_HEADERS,
+    cpu_seconds,
+    free_port,
+    get,
+    stop,
+    wait_until_ready,
+)
 from tests.fake_nvml import build, subprocess_env  # noqa: E402
-
-PROM_HEADERS = {
-    "Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
-    "Accept-Encoding": "gzip",
-}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def get(url: str, headers: dict[str, str] | None = None, timeout: float = 10.0) -> bytes:
-    request = urllib.request.Request(url, headers=headers or {})
-    with urllib.request.urlopen(request, timeout=timeout) as resp:
-        return resp.read()
 
 
 @dataclass
 class Peer:
     name: str
     cmd: list[str]
-    ready_marker: bytes  # a series that shows a first collection was exported
+    ready_path: str  # this exporter: /readyz (a /metrics poll is a scrape it learns from)
+    ready_marker: bytes | None = None  # nvitop-exporter: a series its first collection shows
     port: int = 0
     proc: subprocess.Popen | None = None
     latencies: list[float] = field(default_factory=list)
@@ -81,28 +66,10 @@ class Peer:
 
 def start(peer: Peer, env: dict[str, str]) -> None:
     peer.proc = subprocess.Popen(
-        peer.cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        peer.cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 60
-    while True:
-        if peer.proc.poll() is not None:
-            err = peer.proc.stderr.read().decode(errors="replace") if peer.proc.stderr else ""
-            raise SystemExit(f"{peer.name} exited {peer.proc.returncode}: {err[-2000:]}")
-        try:
-            if peer.ready_marker in get(peer.url, timeout=2):
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{peer.name} did not export GPU series within 60 s")
-        time.sleep(0.2)
-
-
-def last_collect(url: str) -> float:
-    for line in get(url).decode().splitlines():
-        if line.startswith("exporter_last_collect_timestamp_seconds"):
-            return float(line.split()[-1])
-    raise SystemExit("no exporter_last_collect_timestamp_seconds")
+    url = f"http://127.0.0.1:{peer.port}{peer.ready_path}"
+    wait_until_ready(peer.proc, url, peer.name, peer.ready_marker, timeout=60)
 
 
 def main() -> int:
@@ -126,13 +93,11 @@ def main() -> int:
     ours = [sys.executable, "-m", "exporter", "serve", "--backend=nvml"]
     ours += [f"--collect.interval={args.interval}", "--log.level=warning", "--no-harness"]
     peers = [
-        Peer("gpu-inference-exporter", ours, b'gpu_up{gpu="0"'),
+        Peer("gpu-inference-exporter", ours, "/readyz"),
         Peer(
-            "gpu-inference-exporter --collect.processes",
-            [*ours, "--collect.processes"],
-            b"gpu_process_memory_used_bytes{",
+            "gpu-inference-exporter --collect.processes", [*ours, "--collect.processes"], "/readyz"
         ),
-        Peer("nvitop-exporter", [nvitop], b"process_gpu_memory_MiB{"),
+        Peer("nvitop-exporter", [nvitop], "/metrics", b"process_gpu_memory_MiB{"),
     ]
     try:
         for peer in peers:
@@ -145,19 +110,14 @@ def main() -> int:
             start(peer, env)
         time.sleep(2 * args.interval)  # past the first cycles (probe, nvitop's first samples)
 
-        # Phase 1: idle CPU per collection cycle.
-        ts0 = {p.name: last_collect(p.url) for p in peers if "nvitop" not in p.name}
+        # Phase 1: idle CPU per collection cycle (no request of any kind meanwhile).
         cpu0 = {p.name: cpu_seconds(p.proc.pid) for p in peers}
         t0 = time.monotonic()
         time.sleep(args.window)
         cpu1 = {p.name: cpu_seconds(p.proc.pid) for p in peers}
         elapsed = time.monotonic() - t0
-        ts1 = {p.name: last_collect(p.url) for p in peers if "nvitop" not in p.name}
-        for peer in peers:
-            if peer.name in ts0:  # the sampler runs on a fixed grid of --interval
-                peer.cycles = round((ts1[peer.name] - ts0[peer.name]) / args.interval)
-            else:  # nvitop: one cycle per interval while a cycle is shorter than it
-                peer.cycles = elapsed / args.interval
+        for peer in peers:  # each collects once per interval while a cycle is shorter than it
+            peer.cycles = elapsed / args.interval
             peer.cpu_per_cycle = (cpu1[peer.name] - cpu0[peer.name]) / peer.cycles
 
         # Phase 2: scrape latency, round-robin.
@@ -172,12 +132,7 @@ def main() -> int:
                 peer.latencies.append(time.perf_counter() - started)
     finally:
         for peer in peers:
-            if peer.proc is not None:
-                peer.proc.terminate()
-                try:
-                    peer.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    peer.proc.kill()
+            stop(peer.proc)
         shutil.rmtree(work, ignore_errors=True)
 
     report(peers, args)

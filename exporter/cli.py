@@ -107,24 +107,22 @@ def _label(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _whole_number(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+    return value
+
+
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return _whole_number(text, 1)
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+def _non_negative_int(text: str) -> int:
+    return _whole_number(text, 0)
 
 
 def _boolean(text: str) -> bool:
@@ -333,6 +331,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long one source may take before it is marked down (default: the interval)",
     )
     add(
+        "--collect.keep-series",
+        dest="keep_series",
+        type=_non_negative_int,
+        default=3,
+        metavar="INTERVALS",
+        help="how many collections in a row a source may miss (time out, fail) while its last good "
+        "series are still exported, with exporter_source_up 0, so one slow read does not break "
+        "every graph; then they are dropped. 0 drops them at the first miss",
+    )
+    add(
         "--collect.processes",
         dest="collect_processes",
         type=_boolean,
@@ -408,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--simulate.mig",
         dest="simulate_mig",
-        type=_count,
+        type=_non_negative_int,
         default=0,
         metavar="N",
         help="put the last N simulated GPUs in MIG mode (a 3g, a 2g and a 1g MIG device each), "

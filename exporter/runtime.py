@@ -236,6 +236,7 @@ def build_runtime(
         static_samples=static_samples,
         gpu_backend=gpu_backend,
         process_metrics=not getattr(args, "disable_exporter_metrics", False),
+        keep_series=args.keep_series,
     )
     shutdown = Shutdown()
     ready_checks = [shutdown.readiness]

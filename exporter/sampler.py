@@ -3,29 +3,40 @@
 Each source runs in its own daemon thread with a timeout, so a source that hangs (a wedged
 driver call) costs only its own series: the others still publish, the hung one is reported by
 `exporter_source_up 0` and `exporter_collect_errors_total{reason="timeout"}`, and no second call
-is stacked on top of a call that has not returned. Scrapes read `sampler.snapshot` and never
-reach a source.
+is stacked on top of a call that has not returned. A source that misses a collection keeps its
+last good series for `keep_series` intervals, so one slow read does not break every graph.
+Scrapes read `sampler.snapshot` and never reach a source.
+
+Most cycles are cheap: a source whose series are the same as last cycle's is not validated
+again and the snapshot reuses the layout of the last one (`exporter.render`); a body is rendered
+only for the snapshot a scraper is due to read (`exporter.forecast`), or on its request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import platform
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from exporter import __version__, catalog
 from exporter.catalog import FAMILIES, Kind
-from exporter.exposition import Snapshot, SourceState, Variant, make_snapshot
+from exporter.exposition import Snapshot, SourceState, Variant
+from exporter.forecast import ScrapeForecast
 from exporter.process_metrics import ProcessMetrics
+from exporter.render import Renderer, SeriesKey, series_keys
 from exporter.samples import AnySample, HistogramSample, Labels
 from exporter.sources import Source, SourceUnavailable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Values of the `reason` label of exporter_collect_errors_total, all exported from the start.
 ERROR_REASONS = ("error", "timeout", "invalid", "unavailable")
@@ -33,8 +44,11 @@ ERROR_REASONS = ("error", "timeout", "invalid", "unavailable")
 #: A source whose last success is older than this many intervals makes /readyz fail.
 STALE_AFTER_INTERVALS = 3
 
-#: A variant (format, gzip) nobody has asked for in this long is no longer pre-rendered.
-WANTED_FOR_SECONDS = 600.0
+#: Seconds a thread holds the GIL before another may take it (CPython's default is 0.005).
+GIL_SWITCH_INTERVAL = 0.0005
+
+#: Missed collections after which a source's last good series are dropped (--collect.keep-series).
+KEEP_SERIES_INTERVALS = 3
 
 
 class InvalidSamples(Exception):
@@ -46,7 +60,7 @@ class _SourceSlot:
     """The sampler's bookkeeping for one source."""
 
     source: Source
-    inflight: asyncio.Future[list[AnySample]] | None = None
+    inflight: asyncio.Future[tuple[list[AnySample], list[SeriesKey]]] | None = None
     inflight_since: float = 0.0
     up: bool = False
     last_success: float | None = None
@@ -54,7 +68,9 @@ class _SourceSlot:
     last_error: str = ""
     last_reason: str = ""
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_REASONS, 0))
-    samples: list[AnySample] = field(default_factory=list)
+    samples: list[AnySample] = field(default_factory=list)  # the last good ones, while kept
+    keys: list[SeriesKey] = field(default_factory=list)  # their keys, validated
+    misses: int = 0  # collections missed since the last good one
 
     @property
     def name(self) -> str:
@@ -74,6 +90,7 @@ class Sampler:
         static_samples: Sequence[AnySample] = (),
         gpu_backend: str | None = None,
         process_metrics: bool = False,
+        keep_series: int = KEEP_SERIES_INTERVALS,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -82,6 +99,9 @@ class Sampler:
             raise ValueError(f"source names must be unique, got {names}")
         if interval <= 0:
             raise ValueError("interval must be positive")
+        if keep_series < 0:
+            raise ValueError("keep_series must be 0 or more")
+        self.keep_series = keep_series
         self.interval = interval
         self.timeout = timeout if timeout is not None else interval
         self.const_labels = const_labels
@@ -95,17 +115,31 @@ class Sampler:
         self._slots = [_SourceSlot(s) for s in sources]
         self.snapshot: Snapshot | None = None
         self.cycles = 0
-        self._wanted: dict[Variant, float] = {}  # variant -> when a scrape last asked for it
+        self._renderer = Renderer(const_labels)
+        self._forecast = ScrapeForecast(clock)
 
     @property
     def source_names(self) -> list[str]:
         return [slot.name for slot in self._slots]
 
     async def run(self) -> None:
-        """Collect forever, one cycle per interval (a late cycle skips, never bunches up)."""
+        """Collect forever, one cycle per interval (a late cycle skips, never bunches up).
+
+        Two interpreter settings keep the event loop's pauses short, set here: a shorter GIL
+        switch interval (a collection or a render in a worker thread holds the GIL, and
+        CPython's 5 ms default would hold a scrape up to 5 ms at each of its hand-overs), and,
+        after the first cycle, everything alive then (modules, the catalog, PyTorch) frozen out
+        of the garbage collector's full collections, which hold the GIL throughout: at 64 GPUs
+        one took 20 ms, 2.5 ms frozen.
+        """
+        if sys.getswitchinterval() > GIL_SWITCH_INTERVAL:
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         next_start = self._clock()
         while True:
             await self.cycle()
+            if self.cycles == 1:
+                gc.collect()
+                gc.freeze()
             next_start += self.interval
             now = self._clock()
             if next_start < now:
@@ -113,42 +147,49 @@ class Sampler:
             await asyncio.sleep(next_start - now)
 
     async def cycle(self) -> Snapshot:
-        """One collection: ask every source concurrently, then render and publish a snapshot."""
+        """One collection: ask every source concurrently, then publish a snapshot."""
         started_wall = self._wall_clock()
         started = self._clock()
         await asyncio.gather(*(self._collect(slot) for slot in self._slots))
         samples: list[AnySample] = []
+        parts: list[list[SeriesKey]] = []
         for slot in self._slots:
-            if slot.up:
+            if slot.samples:
                 samples.extend(slot.samples)
-        samples.extend(self._own_samples(started_wall))
+                parts.append(slot.keys)
+        own = self._own_samples(started_wall)
+        samples.extend(own)
+        parts.append(series_keys(own))
         states = {
             slot.name: SourceState(
                 slot.name, slot.up, slot.last_success, slot.last_duration, slot.last_error
             )
             for slot in self._slots
         }
-        snapshot = await asyncio.to_thread(
-            make_snapshot,
-            samples,
-            const_labels=self.const_labels,
-            sources=states,
-            collected_at=started_wall,
-            collected_monotonic=started,
-            prerender=self.wanted_variants(),
-        )
+        due = self._forecast.due(self.interval)
+
+        def publishable() -> Snapshot:
+            snapshot = Snapshot(
+                samples,
+                self._renderer.layout(parts),
+                sources=states,
+                collected_at=started_wall,
+                collected_monotonic=started,
+            )
+            snapshot.prerender(due)
+            return snapshot
+
+        if due or self._renderer.current(parts) is None:
+            snapshot = await asyncio.to_thread(publishable)  # rendering: off the event loop
+        else:
+            snapshot = publishable()
         self.snapshot = snapshot
         self.cycles += 1
         return snapshot
 
-    def note_request(self, variant: Variant) -> None:
-        """A scrape asked for `variant`: pre-render it in the coming cycles."""
-        self._wanted[variant] = self._clock()
-
-    def wanted_variants(self) -> list[Variant]:
-        """The variants scrapers asked for recently (rendered before each publish)."""
-        cutoff = self._clock() - WANTED_FOR_SECONDS
-        return [v for v, at in self._wanted.items() if at >= cutoff]
+    def note_request(self, variant: Variant, peer: str = "") -> None:
+        """A scraper at `peer` asked for `variant`: render it ahead when it is due again."""
+        self._forecast.note(variant, peer)
 
     async def _collect(self, slot: _SourceSlot) -> None:
         started = self._clock()
@@ -157,11 +198,22 @@ class Sampler:
             self._fail(slot, "timeout", f"still hung after {started - slot.inflight_since:.1f}s")
             slot.last_duration = self.timeout
             return
-        slot.inflight = _call_in_daemon_thread(slot.source.collect, f"collect-{slot.name}")
+        previous = slot.keys
+
+        def collect() -> tuple[list[AnySample], list[SeriesKey]]:
+            """The source's samples and their keys, validated when the series changed (in the
+            collection's thread: none of it on the event loop)."""
+            samples = list(slot.source.collect())
+            keys = series_keys(samples)
+            if keys == previous:
+                return samples, previous  # validated already, and the layout holds
+            _validate(samples)
+            return samples, keys
+
+        slot.inflight = _call_in_daemon_thread(collect, f"collect-{slot.name}")
         slot.inflight_since = started
         try:
-            samples = await asyncio.wait_for(asyncio.shield(slot.inflight), self.timeout)
-            _validate(samples)
+            samples, keys = await asyncio.wait_for(asyncio.shield(slot.inflight), self.timeout)
         except TimeoutError:
             self._fail(slot, "timeout", f"no answer within {self.timeout:g}s")
             slot.last_duration = self.timeout
@@ -176,7 +228,7 @@ class Sampler:
             if not slot.up:
                 log.info("source %s is up (%d series)", slot.name, len(samples))
             slot.up = True
-            slot.samples = samples
+            slot.samples, slot.keys, slot.misses = samples, keys, 0
             slot.last_success = started
             slot.last_error = slot.last_reason = ""
         slot.last_duration = self._clock() - started
@@ -186,7 +238,9 @@ class Sampler:
         if slot.up or slot.last_reason != reason:  # log transitions, not every cycle
             log.warning("source %s failed (%s): %s", slot.name, reason, message)
         slot.up = False
-        slot.samples = []
+        slot.misses += 1
+        if slot.misses > self.keep_series:  # kept long enough: the series end
+            slot.samples, slot.keys = [], []
         slot.last_error = message
         slot.last_reason = reason
 
@@ -251,30 +305,32 @@ def _validate(samples: Iterable[AnySample]) -> None:
             raise InvalidSamples(f"{s.name}: sample type does not match a {fam.kind}")
         if tuple(k for k, _ in s.labels) != fam.labels:
             raise InvalidSamples(f"{s.name}: labels {s.labels} do not match {fam.labels}")
+        if isinstance(s, HistogramSample):
+            bounds = [b for b, _ in s.buckets]
+            if not bounds or bounds[-1] != float("inf") or bounds != sorted(set(bounds)):
+                raise InvalidSamples(f"{s.name}: buckets must increase and end with +Inf")
         key = (s.name, s.labels)
         if key in seen:
             raise InvalidSamples(f"duplicate series {s.name}{dict(s.labels)}")
         seen.add(key)
 
 
-def _call_in_daemon_thread(
-    fn: Callable[[], Iterable[AnySample]], name: str
-) -> asyncio.Future[list[AnySample]]:
+def _call_in_daemon_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
     """Run fn in a daemon thread (a hung call never blocks process exit) and return a future."""
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[list[AnySample]] = loop.create_future()
+    future: asyncio.Future[T] = loop.create_future()
 
-    def settle(result: list[AnySample] | None, error: BaseException | None) -> None:
+    def settle(result: T | None, error: BaseException | None) -> None:
         if future.done():
             return
         if error is not None:
             future.set_exception(error)
         else:
-            future.set_result(result or [])
+            future.set_result(result)  # type: ignore[arg-type]
 
     def runner() -> None:
         try:
-            result, error = list(fn()), None
+            result, error = fn(), None
         except BaseException as exc:
             result, error = None, exc
         # RuntimeError: the loop closed while this call hung, so nobody is waiting.

@@ -7,6 +7,7 @@ rendered by the sampler, whatever the GPU count or the driver's latency.
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import json
 import time
@@ -16,7 +17,7 @@ from aiohttp import web
 
 from exporter import __version__
 from exporter.catalog import GPU_UP
-from exporter.exposition import CONTENT_TYPES, Snapshot, format_for_accept
+from exporter.exposition import CONTENT_TYPES, Format, Snapshot, format_for_accept
 from exporter.sampler import Sampler
 
 ReadyCheck = Callable[[], tuple[bool, list[str]]]
@@ -44,12 +45,41 @@ def build_app(
 
 
 def accepts_gzip(header: str) -> bool:
-    """True when Accept-Encoding allows gzip (and does not give it q=0)."""
+    """True when Accept-Encoding gives gzip a weight above 0 (RFC 9110: an explicit `gzip` or
+    `x-gzip` entry, else `*`; absent, no gzip)."""
+    weights: dict[str, float] = {}
     for part in header.split(","):
         coding, *params = (p.strip() for p in part.split(";"))
-        if coding.lower() in ("gzip", "*"):
-            return not any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00") for p in params)
-    return False
+        coding = coding.lower()
+        weight = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0  # a weight we cannot read is no consent
+        if coding == "x-gzip":
+            coding = "gzip"
+        weights[coding] = max(weight, weights.get(coding, weight))
+    return weights.get("gzip", weights.get("*", 0.0)) > 0
+
+
+@functools.lru_cache(maxsize=64)
+def negotiate(accept: str, accept_encoding: str) -> tuple[Format, bool]:
+    """The variant for these request headers (a scraper sends the same ones every time)."""
+    return format_for_accept(accept), accepts_gzip(accept_encoding)
+
+
+_HEADERS = {
+    (fmt, gzipped): {
+        "Content-Type": CONTENT_TYPES[fmt],
+        "Vary": "Accept, Accept-Encoding",
+        **({"Content-Encoding": "gzip"} if gzipped else {}),
+    }
+    for fmt in Format
+    for gzipped in (False, True)
+}
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -57,17 +87,14 @@ async def metrics(request: web.Request) -> web.Response:
     snapshot = sampler.snapshot
     if snapshot is None:
         return web.Response(status=503, text="no snapshot collected yet; retry in a second\n")
-    fmt = format_for_accept(request.headers.get("Accept", ""))
-    gzipped = accepts_gzip(request.headers.get("Accept-Encoding", ""))
-    sampler.note_request((fmt, gzipped))
-    if snapshot.has((fmt, gzipped)):
-        body = snapshot.body(fmt, gzipped)
-    else:  # first request for this variant: render it once, off the event loop
-        body = await asyncio.to_thread(snapshot.body, fmt, gzipped)
-    headers = {"Content-Type": CONTENT_TYPES[fmt], "Vary": "Accept, Accept-Encoding"}
-    if gzipped:
-        headers["Content-Encoding"] = "gzip"
-    return web.Response(body=body, headers=headers)
+    headers = request.headers
+    variant = negotiate(headers.get("Accept", ""), headers.get("Accept-Encoding", ""))
+    sampler.note_request(variant, request.remote or "")
+    if snapshot.has(variant):
+        body = snapshot.body(*variant)
+    else:  # not rendered ahead for this snapshot: render it once, off the event loop
+        body = await asyncio.to_thread(snapshot.body, *variant)
+    return web.Response(body=body, headers=_HEADERS[variant])
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -93,10 +93,16 @@ def test_histogram_samples_render_buckets_sum_and_count(monkeypatch):
 
 
 def test_each_variant_is_rendered_once_and_only_when_asked_for(monkeypatch):
+    from exporter import exposition
+
     calls = []
     snap = _render()
-    real = snap._render
-    monkeypatch.setattr(snap, "_render", lambda fmt: calls.append(fmt) or real(fmt))
+    real = exposition.render
+    monkeypatch.setattr(
+        exposition,
+        "render",
+        lambda layout, values, fmt: calls.append(fmt) or real(layout, values, fmt),
+    )
     assert not snap.has((Format.OPENMETRICS, True))
     first = snap.body(Format.OPENMETRICS, gzipped=True)
     assert snap.body(Format.OPENMETRICS, gzipped=True) is first

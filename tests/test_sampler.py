@@ -7,6 +7,7 @@ import pytest
 from exporter.exposition import Format
 from exporter.sampler import ERROR_REASONS, Sampler
 from exporter.samples import Sample
+from tests.clock import Clock
 from tests.conftest import parse_metrics
 from tests.fakes import (
     UNAVAILABLE,
@@ -127,16 +128,114 @@ def test_readiness_fails_once_a_source_is_staler_than_three_intervals():
     assert "stale" in results[-1][1][0] and "hung" in results[-1][1][0]
 
 
-def test_variants_scrapers_asked_for_are_prerendered_until_nobody_asks():
-    now = [0.0]
-    sampler = Sampler([CountingSource()], interval=1, clock=lambda: now[0])
+def test_a_steady_scraper_finds_its_variant_rendered_and_nothing_else_is_rendered():
+    """1 s cycles, a Prometheus-like scraper every 15 s: one render per scrape, done ahead."""
+    clock = Clock(0.0)
+    sampler = Sampler([CountingSource()], interval=1, clock=clock)
     om_gz = (Format.OPENMETRICS, True)
-    assert not run(sampler.cycle()).has(om_gz)
-    sampler.note_request(om_gz)
-    assert run(sampler.cycle()).has(om_gz)
-    assert not sampler.snapshot.has((Format.TEXT, False))
-    now[0] = 601.0
-    assert not run(sampler.cycle()).has(om_gz)
+    rendered_ahead, found_rendered = [], []
+    for second in range(76):
+        clock.now = float(second)
+        snapshot = run(sampler.cycle())
+        rendered_ahead.append(snapshot.has(om_gz))
+        clock.now = second + 0.3
+        if second % 15 == 0:  # the scrape: was it rendered before it came?
+            found_rendered.append(snapshot.has(om_gz))
+            sampler.note_request(om_gz, "10.0.0.7")
+            snapshot.body(*om_gz)
+    assert found_rendered == [False, False, True, True, True, True]  # from its third request
+    assert [s for s, r in enumerate(rendered_ahead) if r] == [30, 45, 60, 75]
+    assert not snapshot.has((Format.TEXT, False))
+
+
+def test_scrapers_at_other_phases_and_back_to_back_ones_are_each_served_ahead():
+    clock = Clock(0.0)
+    sampler = Sampler([CountingSource()], interval=1, clock=clock)
+    om_gz, text = (Format.OPENMETRICS, True), (Format.TEXT, False)
+    found = {"a": [], "b": []}
+    for second in range(62):
+        clock.now = float(second)
+        snapshot = run(sampler.cycle())
+        for peer, phase in (("a", 0.1), ("b", 7.6)):  # two Prometheus replicas, 15 s apart
+            if (second - int(phase)) % 15 == 0 and second >= int(phase):
+                clock.now = second + phase % 1
+                found[peer].append(snapshot.has(om_gz))
+                sampler.note_request(om_gz, peer)
+    assert found == {"a": [False, False, True, True, True], "b": [False, False, True, True]}
+    for cycle in range(4):  # a client asking back to back: every snapshot from its second request
+        snapshot = run(sampler.cycle())
+        assert snapshot.has(text) is (cycle > 0)
+        for _ in range(3):
+            sampler.note_request(text, "127.0.0.1")
+            clock.advance(0.001)
+        clock.advance(1)
+    clock.advance(5)  # it stopped asking: no more renders for it
+    assert not run(sampler.cycle()).has(text)
+
+
+def test_a_source_that_misses_collections_keeps_its_last_series_for_keep_series_intervals():
+    flaky = ListSource("flaky", [temperature("3", 42.0)])
+    sampler = Sampler([CountingSource(), flaky], interval=1, keep_series=2)
+    held = ("gpu_temperature_celsius", (("gpu", "3"), ("sensor", "gpu"), ("uuid", "GPU-3")))
+
+    async def scenario():
+        results = [metrics_of(await sampler.cycle())]
+        flaky.samples = [Sample("gpu_up", (("uuid", "x"),), 1.0)]  # now every answer is invalid
+        for _ in range(3):
+            results.append(metrics_of(await sampler.cycle()))
+        flaky.samples = [temperature("3", 43.0)]
+        results.append(metrics_of(await sampler.cycle()))
+        return results
+
+    ok, miss1, miss2, miss3, back = run(scenario())
+    assert ok[held] == miss1[held] == miss2[held] == 42.0  # the last good value, kept
+    assert held not in miss3  # kept for 2 intervals only
+    assert back[held] == 43.0
+    up = ("exporter_source_up", (("source", "flaky"),))
+    errors = ("exporter_collect_errors_total", (("reason", "invalid"), ("source", "flaky")))
+    assert [m[up] for m in (ok, miss1, miss2, miss3, back)] == [1, 0, 0, 0, 1]
+    assert [m[errors] for m in (ok, miss1, miss2, miss3, back)] == [0, 1, 2, 3, 3]
+
+
+def test_a_hung_source_keeps_its_series_for_keep_series_cycles_then_drops_them():
+    hung = HangingSource(answers=1)
+    sampler = Sampler([CountingSource(), hung], interval=0.05, timeout=0.05)  # default: 3
+    held = ("gpu_temperature_celsius", (("gpu", "1"), ("sensor", "gpu"), ("uuid", "GPU-1")))
+
+    async def scenario():
+        return [metrics_of(await sampler.cycle()) for _ in range(6)]
+
+    try:
+        results = run(scenario())
+    finally:
+        hung.release.set()
+    assert [held in m for m in results] == [True, True, True, True, False, False]
+    assert {m[held] for m in results[:4]} == {1.0}
+    up = ("exporter_source_up", (("source", "hung"),))
+    assert [m[up] for m in results] == [1, 0, 0, 0, 0, 0]
+
+
+def test_an_unchanged_series_set_is_validated_once_and_reuses_its_layout(monkeypatch):
+    from exporter import sampler as sampler_module
+
+    validated = []
+    real = sampler_module._validate
+    # (non-empty calls only: a hung source of an earlier test may return [] meanwhile)
+    monkeypatch.setattr(
+        sampler_module, "_validate", lambda s: (s and validated.append(len(s))) or real(s)
+    )
+    source = CountingSource()
+    sampler = Sampler([source], interval=1)
+    first, second = run(sampler.cycle()), run(sampler.cycle())
+    assert validated == [1]
+    assert second.layout is first.layout
+    assert metrics_of(second) != metrics_of(first)  # new values in the same layout
+    source.gpu = "5"  # a new series: validated, new layout
+    third = run(sampler.cycle())
+    assert validated == [1, 1] and third.layout is not first.layout
+    assert ("gpu_temperature_celsius", (("gpu", "5"), ("sensor", "gpu"), ("uuid", "GPU-5"))) in (
+        metrics_of(third)
+    )
 
 
 def test_duplicate_source_names_and_unknown_backend_are_refused():
@@ -154,3 +253,23 @@ def test_close_closes_every_source_even_when_one_fails():
     a, b = BadClose("a"), CountingSource("b")
     Sampler([a, b]).close()
     assert b.closed
+
+
+def test_keep_series_is_a_flag_with_a_default_of_3_explained_in_help():
+    from exporter.cli import build_parser, with_environment
+    from exporter.runtime import build_runtime
+
+    parser = build_parser()
+    args = parser.parse_args(with_environment(["serve", "--no-harness"], parser, {}))
+    assert args.keep_series == 3
+    env = {"GIE_COLLECT_KEEP_SERIES": "5"}
+    args = parser.parse_args(with_environment(["serve", "--no-harness"], parser, env))
+    assert build_runtime(backend="none", args=args, const_labels=()).sampler.keep_series == 5
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--collect.keep-series=-1"])
+    serve = next(
+        a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith("serve")
+    )
+    text = " ".join(serve.format_help().split())
+    assert "--collect.keep-series" in text and "GIE_COLLECT_KEEP_SERIES" in text
+    assert "exporter_source_up 0" in text

@@ -5,13 +5,21 @@ import contextlib
 import gzip
 import time
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
-from exporter.exposition import CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT
+from exporter.exposition import CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT, Format
 from exporter.sampler import Sampler
 from exporter.server import accepts_gzip, build_app
 from tests.conftest import parse_metrics
 from tests.fakes import CountingSource, HangingSource
+
+
+def parse_om_families(text: str) -> dict[str, float]:
+    """OpenMetrics text → {family name: the value of its first sample}."""
+    return {f.name: f.samples[0].value for f in parse_om(text)}
+
 
 OPENMETRICS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
@@ -106,10 +114,10 @@ def test_a_source_that_hangs_forever_does_not_hold_up_scrapes_and_fails_readyz()
             scrapes = []
             # Scrape repeatedly while the source is hung: each must answer, with fresh values
             # from the good source, however long the hang lasts.
-            while time.monotonic() - hung_at < 4 * interval:
+            while time.monotonic() - hung_at < 6 * interval:
                 resp = await client.get("/metrics", timeout=2)
                 scrapes.append((resp.status, parse_metrics(await resp.text())))
-                await asyncio.sleep(interval / 2)
+                await asyncio.sleep(interval / 4)
             await wait_for(lambda: time.monotonic() - hung_at > (3 + 1) * interval)
             ready_after = await client.get("/readyz")
             landing = await (await client.get("/")).text()
@@ -130,7 +138,17 @@ def test_a_source_that_hangs_forever_does_not_hold_up_scrapes_and_fails_readyz()
         for _, m in scrapes
     ]
     assert good_values[-1] > good_values[0]  # the good source kept publishing fresh values
-    assert not any(k[0] == "gpu_temperature_celsius" and ("gpu", "1") in k[1] for k in last)
+    # Through the gap its last series stay (up 0) for --collect.keep-series missed cycles: a
+    # scrape landing there still has them; then they end.
+    held = ("gpu_temperature_celsius", (("gpu", "1"), ("sensor", "gpu"), ("uuid", "GPU-1")))
+    timeouts = ("exporter_collect_errors_total", (("reason", "timeout"), ("source", "hung")))
+    in_gap = [m for _, m in scrapes if 1 <= m[timeouts] <= sampler.keep_series]
+    after = [m for _, m in scrapes if m[timeouts] > sampler.keep_series]
+    assert in_gap and after
+    assert all(
+        m[held] == 2.0 and m[("exporter_source_up", (("source", "hung"),))] == 0 for m in in_gap
+    )
+    assert not any(held in m for m in after)
     assert ready_after == 503
     assert any("hung is stale" in p for p in body["problems"])
     assert "DOWN" in landing and "hung" in landing
@@ -166,9 +184,66 @@ def test_landing_page_links_the_endpoints_and_lists_sources():
     assert "simulated" in page and ">up<" in page
 
 
-def test_accepts_gzip():
-    assert accepts_gzip("gzip")
-    assert accepts_gzip("deflate, gzip;q=1.0, *;q=0.5")
-    assert not accepts_gzip("gzip;q=0")
-    assert not accepts_gzip("identity")
-    assert not accepts_gzip("")
+@pytest.mark.parametrize(
+    "header,gzip_ok",
+    [
+        ("gzip", True),
+        ("deflate, gzip;q=1.0, *;q=0.5", True),
+        ("x-gzip", True),
+        ("*", True),
+        ("GZIP; Q=0.3", True),
+        ("gzip;q=0", False),
+        ("gzip; q=0.000", False),
+        ("*, gzip;q=0", False),  # an explicit refusal wins over the wildcard
+        ("gzip;q=0, *", False),
+        ("*;q=0", False),
+        ("identity", False),
+        ("gzip;q=nope", False),
+        ("", False),
+    ],
+)
+def test_accepts_gzip(header, gzip_ok):
+    assert accepts_gzip(header) is gzip_ok
+
+
+def test_a_client_that_refuses_gzip_gets_plain_bytes():
+    async def scenario():
+        sampler = Sampler([CountingSource()], interval=0.05)
+        async with serving(sampler) as client:
+            await wait_for(lambda: sampler.snapshot is not None)
+            answers = []
+            for encoding in ("gzip;q=0", "*, gzip;q=0", "gzip"):
+                resp = await client.session.get(
+                    client.make_url("/metrics"),
+                    headers={"Accept-Encoding": encoding},
+                    auto_decompress=False,
+                )
+                answers.append((resp.headers.get("Content-Encoding"), (await resp.read())[:2]))
+            return answers
+
+    (enc1, head1), (enc2, head2), (enc3, head3) = asyncio.run(scenario())
+    assert enc1 is None and enc2 is None and head1 == head2 == b"# "
+    assert enc3 == "gzip" and head3 == b"\x1f\x8b"
+
+
+def test_every_scrape_gets_the_latest_snapshot_rendered_ahead_or_on_request():
+    async def scenario():
+        sampler = Sampler([CountingSource()], interval=1)
+        async with serving(sampler, run_sampler=False) as client:
+            seen = []
+            for _ in range(4):
+                snapshot = await sampler.cycle()
+                ahead = snapshot.has((Format.OPENMETRICS, True))
+                resp = await client.get(
+                    "/metrics", headers={"Accept": OPENMETRICS_ACCEPT, "Accept-Encoding": "gzip"}
+                )
+                body = parse_om_families(await resp.text())
+                seen.append((ahead, body, snapshot.collected_at))
+                await asyncio.sleep(0.01)
+            return seen
+
+    seen = asyncio.run(scenario())
+    assert [ahead for ahead, _, _ in seen] == [False, False, True, True]  # learned after two
+    for n, (_, body, collected_at) in enumerate(seen, start=1):
+        assert body["exporter_last_collect_timestamp_seconds"] == collected_at
+        assert body["gpu_temperature_celsius"] == n  # this cycle's value, never an older one
