@@ -40,6 +40,7 @@ def artifacts(alerts_config: str | None = None) -> dict[str, Generator]:
     """Relative path → generator, for every generated artifact (`alerts_config`: a YAML file
     overriding the alert thresholds, see alerts/thresholds.py; the dashboards draw the same)."""
     from alerts.generate import artifacts as alert_artifacts
+    from exporter.chart import artifacts as chart_artifacts
     from dashboards.build import artifacts as dashboard_artifacts
 
     generated: dict[str, Generator] = {
@@ -47,6 +48,7 @@ def artifacts(alerts_config: str | None = None) -> dict[str, Generator]:
         **alert_artifacts(alerts_config),
     }
     generated.update(dashboard_artifacts(alerts_config))
+    generated.update(chart_artifacts(generated))  # the Helm chart's copies of the above
     readme = generated["README.md"]
     generated["README.md"] = lambda text: replace_block(
         readme(text), BACKENDS_BEGIN, BACKENDS_END, backend_table()
