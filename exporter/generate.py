@@ -40,8 +40,8 @@ def artifacts(alerts_config: str | None = None) -> dict[str, Generator]:
     """Relative path → generator, for every generated artifact (`alerts_config`: a YAML file
     overriding the alert thresholds, see alerts/thresholds.py; the dashboards draw the same)."""
     from alerts.generate import artifacts as alert_artifacts
-    from exporter.chart import artifacts as chart_artifacts
     from dashboards.build import artifacts as dashboard_artifacts
+    from exporter.chart import artifacts as chart_artifacts
 
     generated: dict[str, Generator] = {
         "README.md": lambda text: replace_block(text, METRICS_BEGIN, METRICS_END, metrics_table()),
