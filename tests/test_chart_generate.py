@@ -3,6 +3,7 @@ and the Alertmanager config converted to an AlertmanagerConfig, whatever routing
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -15,9 +16,10 @@ from exporter.chart import (
     alertmanager_config_spec,
     parse_matcher,
     secret_keys,
+    value_docs,
 )
 from exporter.generate import artifacts, stale_artifacts
-from tests.chart_helpers import operator_errors
+from tests.chart_helpers import CHART, operator_errors
 from tests.conftest import REPO
 from tests.test_cli import cli
 
@@ -177,3 +179,24 @@ def test_matchers_parse_like_alertmanagers(text, expected):
 def test_a_matcher_that_does_not_parse_is_refused():
     with pytest.raises(ValueError, match="matcher"):
         parse_matcher("severity critical")
+
+
+def schema_leaves(schema: dict, prefix: str = "") -> list[str]:
+    leaves = []
+    for key, node in schema["properties"].items():
+        if "properties" in node:
+            leaves += schema_leaves(node, f"{prefix}{key}.")
+        else:
+            leaves.append(prefix + key)
+    return leaves
+
+
+def test_every_value_is_documented_in_values_yaml_and_the_readme():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    docs = value_docs((CHART / "values.yaml").read_text(), schema)
+    leaves = schema_leaves(schema)
+    assert len(leaves) > 50
+    assert [key for key in leaves if not docs.get(key)] == []
+    readme = (CHART / "README.md").read_text()
+    for key in leaves:
+        assert f"| `{key}` |" in readme
