@@ -6,6 +6,7 @@ what they are generated from, and bad values refused by values.schema.json."""
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 from pathlib import Path
 
@@ -183,6 +184,20 @@ def test_the_service_monitor_keeps_the_exporters_labels_and_adds_node_and_cluste
     assert service["spec"]["selector"] == monitor["spec"]["selector"]["matchLabels"]
 
 
+def test_the_exporters_job_is_the_one_the_alert_rules_name():
+    rules = (REPO / "alerts/generated/rules.yml").read_text()
+    named = set(re.findall(r'job="([^"]+)"', rules))
+    for name, kind in [("default", "ServiceMonitor"), ("podmonitor", "PodMonitor")]:
+        monitor = one(render_value_set(name), kind)
+        endpoints = monitor["spec"].get("endpoints") or monitor["spec"]["podMetricsEndpoints"]
+        relabel = endpoints[0]["relabelings"]
+        (job,) = [r["replacement"] for r in relabel if r["targetLabel"] == "job"]
+        assert not named or job in named, (job, named)
+    exporter, server = one(render_value_set("sidecar"), "PodMonitor")["spec"]["podMetricsEndpoints"]
+    assert "job" in {r["targetLabel"] for r in exporter["relabelings"]}
+    assert "job" not in {r["targetLabel"] for r in server["relabelings"]}
+
+
 def test_the_prometheus_rule_is_the_generated_rule_file():
     generated = yaml.safe_load((REPO / "alerts/generated/rules.yml").read_text())
     for name in ("default", "production"):
@@ -251,7 +266,7 @@ def test_the_sidecar_container_fits_an_inference_pod_and_both_are_scraped():
     assert server["port"] == "http" and server["path"] == "/metrics"
     for endpoint in (exporter, server):
         labels = {r["targetLabel"] for r in endpoint["relabelings"]}
-        assert {"node", "cluster"} <= labels and "instance" not in labels
+        assert {"node", "cluster"} <= labels and "instance" not in labels  # pods share nodes
 
 
 BAD_VALUES = [

@@ -53,6 +53,13 @@ app.kubernetes.io/part-of: gpu-inference-exporter
 {{- if eq .Values.mode "sidecar" }}{{ .Values.sidecar.portName }}{{ else }}metrics{{ end }}
 {{- end }}
 
+{{/* The exporter's job, which the alert rules name (the exporter-down alert). */}}
+{{- define "gie.jobRelabeling" -}}
+- targetLabel: job
+  replacement: {{ .Values.monitor.job | quote }}
+  action: replace
+{{- end }}
+
 {{/* Relabelings every monitor applies: node from the pod's node, cluster from the value. */}}
 {{- define "gie.relabelings" -}}
 - sourceLabels: [__meta_kubernetes_pod_node_name]
