@@ -94,10 +94,10 @@ class Tiers:
     critical: Tier
 
     def __post_init__(self) -> None:
-        if self.critical.threshold < self.warning.threshold:
+        if not self.warning.threshold < self.critical.threshold:
             raise ValueError(
-                f"critical threshold {self.critical.threshold:g} is below the warning "
-                f"threshold {self.warning.threshold:g}"
+                f"the warning threshold ({self.warning.threshold:g}) must be below the "
+                f"critical threshold ({self.critical.threshold:g})"
             )
 
 
@@ -119,53 +119,171 @@ class Increase:
 
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """A counter's per-second rate over `window` above `threshold`, held for `for_`."""
+    """A counter's per-second rate over `window` above `threshold`, held for `for_`, counted
+    only where at least `min_requests` requests finished in the window (a traffic floor)."""
 
     window: Duration
     threshold: float
     for_: Duration
+    min_requests: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Smoothed:
+    """A gauge averaged over `window` before it is compared with the tiers."""
+
+    window: Duration
+    tiers: Tiers
 
 
 @dataclass(frozen=True, slots=True)
 class FillPrediction:
-    """`predict_linear` over `window` says the resource runs out within `horizon`."""
+    """Memory running out: at its rate over `window` (`deriv`) free memory reaches 0 within
+    `horizon` (the alert's value is that time), it is still shrinking over the last `recent`
+    (a model load is a step, not a trend), and more than `min_used` of it is already in use;
+    all held for `for_`."""
 
     window: Duration
     horizon: Duration
+    recent: Duration
+    min_used: float
+    for_: Duration
+
+    def __post_init__(self) -> None:
+        if self.recent.seconds >= self.for_.seconds:
+            raise ValueError(
+                f"recent ({self.recent}) must be shorter than for ({self.for_}): otherwise "
+                "the step of a model load fires the alert"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class TimeShare:
+    """A state that comes and goes: the share of `window` it was active above `share`."""
+
+    window: Duration
+    share: float
     for_: Duration
 
 
 @dataclass(frozen=True, slots=True)
 class ClockSlowdown:
-    """Clock event reasons that mean thermal or hardware slowdown, active for `for_`."""
+    """Clock event reasons that mean thermal or hardware slowdown, active more than `share`
+    of `window` (the share of time, from the exporter's per-reason seconds counters)."""
 
     reasons: tuple[str, ...]
+    window: Duration
+    share: float
     for_: Duration
 
 
 @dataclass(frozen=True, slots=True)
-class XidCodes:
-    """Xid codes that mean a dead or unusable GPU (critical; any other code is a warning)."""
+class PowerCapped:
+    """Power at or above `ratio` of the enforced limit (or the driver capping clocks for
+    power) more than `share` of `window`."""
 
-    critical_codes: tuple[int, ...]
+    ratio: float
     window: Duration
+    share: float
+    for_: Duration
 
 
 @dataclass(frozen=True, slots=True)
-class NvlinkDown:
-    """A link down now that was up at some point within `lookback`, for `for_`."""
+class XidPolicy:
+    """Xid events by NVIDIA's resolution bucket: the severity of each bucket (codes outside
+    the table take `unknown_severity`), how long after an event the alert keeps firing when
+    no recovery-action state is exported (`keep_firing_for` by severity)."""
+
+    window: Duration
+    bucket_severity: tuple[tuple[str, str], ...]
+    unknown_severity: str
+    keep_critical: Duration
+    keep_warning: Duration
+
+    def severity_of(self, bucket: str) -> str:
+        return dict(self.bucket_severity).get(bucket, self.unknown_severity)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuCount:
+    """GPUs of a node: fewer than its maximum over `lookback`, for `for_`."""
 
     lookback: Duration
     for_: Duration
 
 
 @dataclass(frozen=True, slots=True)
-class QueueGrowth:
-    """Waiting requests above `min_waiting` whose slope over `window` stays positive."""
+class QueueBacklog:
+    """Waiting requests that never dropped to `min_waiting` or below during `window`."""
 
     window: Duration
     min_waiting: float
     for_: Duration
+
+
+@dataclass(frozen=True, slots=True)
+class Stuck:
+    """Requests running or waiting the whole `window` and no token generated in it."""
+
+    window: Duration
+    for_: Duration
+
+
+@dataclass(frozen=True, slots=True)
+class Fragmentation:
+    """Allocator fragmentation tiers, counted only under memory pressure: the GPU's memory
+    used above `pressure` and at least `min_stranded_bytes` stranded."""
+
+    tiers: Tiers
+    pressure: float
+    min_stranded_bytes: float
+
+
+@dataclass(frozen=True, slots=True)
+class BurnWindow:
+    """One multi-window burn-rate condition: both windows burn faster than `factor`."""
+
+    long: Duration
+    short: Duration
+    factor: float
+
+
+@dataclass(frozen=True, slots=True)
+class Slo:
+    """A service-level objective on the inference requests (share good over `period`) with
+    the multi-window, multi-burn-rate alerts of the SRE workbook: `page` windows fire the
+    critical tier, `ticket` windows the warning; `min_requests` finished in the long window
+    is the traffic floor under which nothing fires."""
+
+    objective: float
+    page: tuple[BurnWindow, ...]
+    ticket: tuple[BurnWindow, ...]
+    min_requests: float
+    page_for: Duration = Duration(2 * MINUTE)
+    ticket_for: Duration = Duration(15 * MINUTE)
+
+    @property
+    def budget(self) -> float:
+        return round(1 - self.objective, 12)
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySlo:
+    """A latency objective: `objective` of the requests within `target` seconds (a bucket
+    boundary of the histogram)."""
+
+    target: float
+    objective: float
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLimits:
+    """The engine's own limits (the harness's `serve` defaults): a latency threshold at or
+    above the request deadline, or a KV-cache threshold at or above the shedding threshold,
+    can never be reached, and `generate` refuses them."""
+
+    request_deadline: float = 5.0  # seconds (not a Duration: duration_scale leaves it)
+    kv_shed_utilization: float = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +292,42 @@ class Staleness:
 
     after: Duration
     for_: Duration
+
+
+@dataclass(frozen=True, slots=True)
+class SourcesDown:
+    """Exporter sources down: GPU sources (`gpu_sources`) page after `critical_for`, the
+    others warn after `warning_for`."""
+
+    gpu_sources: tuple[str, ...]
+    critical_for: Duration
+    warning_for: Duration
+
+
+@dataclass(frozen=True, slots=True)
+class FleetWide:
+    """The same critical alert on at least `min_nodes` nodes of a cluster at once is one page."""
+
+    min_nodes: float
+    for_: Duration
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Other thresholds (or no alert) for the series matching `selector`, one PromQL label
+    matcher such as `node=~"vllm-.*"`. `changed` lists the threshold keys this scope sets
+    (their values are in `thresholds`), `disabled` the keys whose alerts it turns off there;
+    the default rules of those keys exclude the scope."""
+
+    name: str
+    selector: str
+    changed: tuple[str, ...]
+    disabled: tuple[str, ...]
+    thresholds: Any  # Thresholds: every key as the default, `changed` ones overridden
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self.changed + self.disabled
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,66 +352,126 @@ class Links:
         return f"{self.dashboard_base_url.rstrip('/')}/d/{uid}"
 
 
+def _tiers(warning: float, warning_for: float, critical: float, critical_for: float) -> Tiers:
+    return Tiers(Tier(warning, Duration(warning_for)), Tier(critical, Duration(critical_for)))
+
+
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     """Every threshold (ratios 0-1, seconds, °C, per second) and duration the alerts use."""
 
-    # GPU memory: used / total.
+    # GPU memory: used / total (the post-mortem numbers; scope preallocating engines out).
     gpu_memory_used: Tiers = Tiers(Tier(0.75, Duration(3 * MINUTE)), Tier(0.90, Duration(30)))
     gpu_memory_filling: FillPrediction = FillPrediction(
-        window=Duration(15 * MINUTE), horizon=Duration(15 * MINUTE), for_=Duration(5 * MINUTE)
+        window=Duration(15 * MINUTE),
+        horizon=Duration(30 * MINUTE),
+        recent=Duration(5 * MINUTE),
+        min_used=0.5,
+        for_=Duration(10 * MINUTE),
     )
-    # GPU die temperature in °C.
+    # GPU die temperature in °C, averaged over the window.
     gpu_temperature: Tiers = Tiers(Tier(85, Duration(5 * MINUTE)), Tier(90, Duration(MINUTE)))
+    gpu_temperature_window: Duration = Duration(2 * MINUTE)
     gpu_clock_slowdown: ClockSlowdown = ClockSlowdown(
         ("sw_thermal_slowdown", "hw_thermal_slowdown", "hw_slowdown", "hw_power_brake_slowdown"),
-        Duration(5 * MINUTE),
+        window=Duration(15 * MINUTE),
+        share=0.25,
+        for_=Duration(5 * MINUTE),
     )
-    # Power drawn / enforced power limit.
-    gpu_power_at_limit: Tier = Tier(0.98, Duration(15 * MINUTE))
+    gpu_power_capped: PowerCapped = PowerCapped(
+        ratio=0.95, window=Duration(30 * MINUTE), share=0.5, for_=Duration(5 * MINUTE)
+    )
     gpu_lost: Hold = Hold(Duration(MINUTE))
-    gpu_xid: XidCodes = XidCodes(
-        critical_codes=(48, 62, 63, 64, 74, 79, 92, 94, 95, 119, 120),
+    gpu_missing: GpuCount = GpuCount(lookback=Duration(DAY), for_=Duration(2 * MINUTE))
+    gpu_recovery_action: Hold = Hold(Duration(0))
+    gpu_xid: XidPolicy = XidPolicy(
         window=Duration(5 * MINUTE),
+        bucket_severity=(
+            ("RESTART_BM", "critical"),
+            ("RESTART_VM", "critical"),
+            ("RESET_GPU", "critical"),
+            ("XID_154", "critical"),
+            ("WORKFLOW_XID_48", "critical"),
+            ("WORKFLOW_NVLINK_ERR", "warning"),
+            ("WORKFLOW_NVLINK5_ERR", "warning"),
+            ("RESTART_APP", "warning"),
+            ("CHECK_UVM", "warning"),
+            ("CHECK_MECHANICALS", "warning"),
+            ("UPDATE_SWFW", "warning"),
+            ("CONTACT_SUPPORT", "warning"),
+            ("WORKFLOW_XID_45", "info"),
+            ("IGNORE", "info"),
+        ),
+        unknown_severity="warning",
+        keep_critical=Duration(6 * HOUR),
+        keep_warning=Duration(30 * MINUTE),
     )
-    gpu_ecc_uncorrectable: Increase = Increase(Duration(5 * MINUTE))
+    gpu_ecc_uncorrectable: Hold = Hold(Duration(0))
     gpu_row_remap_failure: Hold = Hold(Duration(0))
     gpu_row_remap_pending: Hold = Hold(Duration(5 * MINUTE))
-    gpu_nvlink_down: NvlinkDown = NvlinkDown(lookback=Duration(DAY), for_=Duration(MINUTE))
+    gpu_nvlink_down: Hold = Hold(Duration(2 * MINUTE))
     gpu_nvlink_errors: Increase = Increase(Duration(5 * MINUTE), 0, Duration(10 * MINUTE))
     gpu_pcie_replays: Increase = Increase(Duration(5 * MINUTE), 0, Duration(10 * MINUTE))
-    # PyTorch caching allocator: inactive split / reserved.
-    torch_fragmentation: Tiers = Tiers(
-        Tier(0.3, Duration(10 * MINUTE)), Tier(0.5, Duration(5 * MINUTE))
+    # PyTorch caching allocator: inactive split / reserved, under memory pressure only.
+    torch_fragmentation: Fragmentation = Fragmentation(
+        _tiers(0.3, 10 * MINUTE, 0.5, 5 * MINUTE), pressure=0.8, min_stranded_bytes=2**30
     )
     torch_alloc_retries: Increase = Increase(Duration(5 * MINUTE))
     torch_ooms: Increase = Increase(Duration(5 * MINUTE))
-    # Inference harness: the window of the p99 and error-ratio recording rules, then the alerts
-    # (latencies in seconds, preemptions per second, engine stuck: GPU utilization below).
-    inference_rate_window: Duration = Duration(5 * MINUTE)
-    inference_kv_cache: Tiers = Tiers(Tier(0.8, Duration(5 * MINUTE)), Tier(0.9, Duration(MINUTE)))
-    inference_request_p99: Tiers = Tiers(
-        Tier(5, Duration(10 * MINUTE)), Tier(10, Duration(5 * MINUTE))
-    )
-    inference_ttft_p99: Tiers = Tiers(Tier(2, Duration(10 * MINUTE)), Tier(5, Duration(5 * MINUTE)))
-    inference_tpot_p99: Tiers = Tiers(
-        Tier(0.1, Duration(10 * MINUTE)), Tier(0.25, Duration(5 * MINUTE))
-    )
-    inference_error_ratio: Tiers = Tiers(
-        Tier(0.01, Duration(5 * MINUTE)), Tier(0.02, Duration(5 * MINUTE))
-    )
+    # Inference: service-level objectives (multi-window burn rates) page; per-instance
+    # figures warn. Latencies in seconds; the engine's limits bound what can be reached.
+    inference_limits: EngineLimits = field(default_factory=EngineLimits)
     inference_error_outcomes: tuple[str, ...] = ("shed", "timeout", "error")
-    inference_queue_growing: QueueGrowth = QueueGrowth(
-        window=Duration(5 * MINUTE), min_waiting=0, for_=Duration(10 * MINUTE)
+    inference_slo: Slo = Slo(
+        objective=0.99,
+        page=(
+            BurnWindow(Duration(HOUR), Duration(5 * MINUTE), 14.4),
+            BurnWindow(Duration(6 * HOUR), Duration(30 * MINUTE), 6),
+        ),
+        ticket=(
+            BurnWindow(Duration(DAY), Duration(2 * HOUR), 3),
+            BurnWindow(Duration(3 * DAY), Duration(6 * HOUR), 1),
+        ),
+        min_requests=100,
     )
-    inference_preemptions: Rate = Rate(Duration(5 * MINUTE), 1, Duration(5 * MINUTE))
-    inference_engine_stuck: Tier = Tier(0.1, Duration(5 * MINUTE))
+    inference_ttft_slo: LatencySlo = LatencySlo(target=2.5, objective=0.99)
+    inference_tpot_slo: LatencySlo = LatencySlo(target=0.1, objective=0.99)
+    inference_rate_window: Duration = Duration(5 * MINUTE)
+    inference_min_requests: float = 50  # per-instance warnings: requests in the rate window
+    inference_request_p99: Tier = Tier(4, Duration(10 * MINUTE))
+    inference_ttft_p99: Tier = Tier(2, Duration(10 * MINUTE))
+    inference_tpot_p99: Tier = Tier(0.1, Duration(10 * MINUTE))
+    inference_error_ratio: Tier = Tier(0.05, Duration(10 * MINUTE))
+    inference_kv_cache: Smoothed = Smoothed(
+        Duration(5 * MINUTE), _tiers(0.8, 10 * MINUTE, 0.87, 5 * MINUTE)
+    )
+    inference_queue_backlog: QueueBacklog = QueueBacklog(
+        window=Duration(10 * MINUTE), min_waiting=0, for_=Duration(5 * MINUTE)
+    )
+    inference_preemptions: Rate = Rate(Duration(5 * MINUTE), 1, Duration(5 * MINUTE), 50)
+    inference_engine_stuck: Stuck = Stuck(window=Duration(5 * MINUTE), for_=Duration(2 * MINUTE))
+    inference_engine_not_ready: Hold = Hold(Duration(5 * MINUTE))
     # The exporter itself.
     exporter_job: str = "gpu-inference-exporter"
-    exporter_down: Hold = Hold(Duration(MINUTE))
-    exporter_source_down: Hold = Hold(Duration(2 * MINUTE))
+    exporter_down: Hold = Hold(Duration(2 * MINUTE))
+    exporter_missing: GpuCount = GpuCount(lookback=Duration(HOUR), for_=Duration(10 * MINUTE))
+    exporter_sources_down: SourcesDown = SourcesDown(
+        gpu_sources=("nvml", "dcgm", "simulated"),
+        critical_for=Duration(2 * MINUTE),
+        warning_for=Duration(5 * MINUTE),
+    )
     exporter_stale: Staleness = Staleness(after=Duration(MINUTE), for_=Duration(MINUTE))
+    # One page for a fleet-wide fault; every alert keeps firing this long through a gap
+    # (an exporter rollout) so that it neither resolves nor pages again.
+    fleet_wide: FleetWide = FleetWide(min_nodes=3, for_=Duration(2 * MINUTE))
+    keep_firing_for: Duration = Duration(2 * MINUTE)
+    scopes: tuple[Scope, ...] = ()
     links: Links = field(default_factory=Links)
+
+    def __post_init__(self) -> None:
+        problems = reachability_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
 
     def scaled(self, factor: float) -> Thresholds:
         """A copy with every duration (`for`, windows, horizons) multiplied by `factor`."""
@@ -266,12 +480,65 @@ class Thresholds:
         return typing.cast(Thresholds, _scale(self, factor))
 
 
+def reachability_problems(t: Thresholds) -> list[str]:
+    """Thresholds the engine's own limits make unreachable, or that are not sane numbers."""
+    out: list[str] = []
+    deadline = t.inference_limits.request_deadline
+    shed = t.inference_limits.kv_shed_utilization
+    for key, tier in (
+        ("inference_request_p99", t.inference_request_p99),
+        ("inference_ttft_p99", t.inference_ttft_p99),
+    ):
+        if tier.threshold >= deadline:
+            out.append(
+                f"{key}: {tier.threshold:g}s is at or above the request deadline "
+                f"({deadline:g}s, inference_limits.request_deadline): it can never fire"
+            )
+    if t.inference_ttft_slo.target >= deadline:
+        out.append(
+            f"inference_ttft_slo.target: {t.inference_ttft_slo.target:g}s is at or above the "
+            f"request deadline ({deadline:g}s): every request meets it"
+        )
+    for name, tier in (
+        ("warning", t.inference_kv_cache.tiers.warning),
+        ("critical", t.inference_kv_cache.tiers.critical),
+    ):
+        if tier.threshold >= shed:
+            out.append(
+                f"inference_kv_cache.{name}.threshold: {tier.threshold:g} is at or above the "
+                f"shedding threshold ({shed:g}, inference_limits.kv_shed_utilization): the "
+                "engine sheds before it is reached"
+            )
+    return out
+
+
 DEFAULTS = Thresholds()
+
+#: Threshold keys (and sub-keys) whose numbers are ratios, which must lie in [0, 1].
+RATIO_KEYS = frozenset(
+    {
+        "gpu_memory_used",
+        "torch_fragmentation",
+        "inference_kv_cache",
+        "inference_error_ratio",
+        "share",
+        "ratio",
+        "objective",
+        "pressure",
+        "min_used",
+        "kv_shed_utilization",
+    }
+)
+_LABEL_MATCHER = re.compile(
+    r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*$'
+)
 
 
 def _scale(value: Any, factor: float) -> Any:
     if isinstance(value, Duration):
         return value.scaled(factor)
+    if isinstance(value, tuple):
+        return tuple(_scale(v, factor) for v in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         changes = {
             f.name: _scale(getattr(value, f.name), factor) for f in dataclasses.fields(value)
@@ -284,14 +551,29 @@ def _key(name: str) -> str:
     return "for" if name == "for_" else name
 
 
+def _is_ratio(where: str) -> bool:
+    return any(part in RATIO_KEYS for part in where.split("."))
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}: expected a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{where}: expected a finite number, got {value!r}")
+    if _is_ratio(where) and not 0 <= number <= 1:
+        raise ValueError(f"{where}: a ratio between 0 and 1, got {value!r} (75% is 0.75)")
+    if number < 0:
+        raise ValueError(f"{where}: must not be negative, got {value!r}")
+    return number
+
+
 def _convert(hint: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if hint is Duration:
         return Duration.parse(value)
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        return _number(value, where)
     if hint is str:
         if not isinstance(value, str):
             raise ValueError(f"{where}: expected a string, got {value!r}")
@@ -305,7 +587,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         if item is str and not all(isinstance(v, str) for v in value):
             raise ValueError(f"{where}: expected strings, got {value!r}")
         return tuple(value)
-    raise TypeError(f"{where}: unsupported type {hint!r}")  # pragma: no cover - a coding error
+    raise ValueError(f"{where}: cannot be set from the config file")
 
 
 def _merge(current: Any, data: Any, where: str) -> Any:
@@ -317,7 +599,7 @@ def _merge(current: Any, data: Any, where: str) -> Any:
     changes: dict[str, Any] = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
-        if key not in by_key:
+        if key not in by_key or (key == "scopes" and where):
             raise ValueError(f"unknown key {path!r} (valid: {', '.join(by_key)})")
         name = by_key[key]
         old = getattr(current, name)
@@ -331,19 +613,75 @@ def _merge(current: Any, data: Any, where: str) -> Any:
     try:
         return dataclasses.replace(current, **changes)
     except ValueError as exc:
-        raise ValueError(f"{where or 'the config'}: {exc}") from None
+        message = str(exc)
+        raise ValueError(f"{where}: {message}" if where else message) from None
+
+
+def parse_matcher(text: str) -> tuple[str, str, str]:
+    """`node=~"vllm-.*"` → ("node", "=~", "vllm-.*"); ValueError for anything else."""
+    m = _LABEL_MATCHER.match(text) if isinstance(text, str) else None
+    if not m:
+        raise ValueError(
+            f'{text!r} is not one PromQL label matcher (write it like node=~"vllm-.*"; '
+            "one matcher per scope, so that the default rules can exclude it)"
+        )
+    if m.group(1).startswith("__"):
+        raise ValueError(f"{text!r}: a scope cannot match on an internal label")
+    return m.group(1), m.group(2), m.group(3)
+
+
+def _scopes(base: Thresholds, data: Any) -> tuple[Scope, ...]:
+    if not isinstance(data, list):
+        raise ValueError(f"scopes: expected a list of scopes, got {data!r}")
+    scopes: list[Scope] = []
+    for i, item in enumerate(data):
+        where = f"scopes[{i}]"
+        if not isinstance(item, dict) or set(item) - {"name", "selector", "alerts"}:
+            raise ValueError(f"{where}: expected name, selector and alerts")
+        name, selector, alerts = item.get("name"), item.get("selector"), item.get("alerts")
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+            raise ValueError(f"{where}.name: a short lower-case name, got {name!r}")
+        where = f"scopes.{name}"
+        if name in {s.name for s in scopes}:
+            raise ValueError(f"{where}: two scopes have this name")
+        try:
+            parse_matcher(selector)
+        except ValueError as exc:
+            raise ValueError(f"{where}.selector: {exc}") from None
+        if not isinstance(alerts, dict) or not alerts:
+            raise ValueError(f"{where}.alerts: a mapping of threshold keys to overrides or off")
+        disabled = tuple(k for k, v in alerts.items() if v is None or v is False or v == "off")
+        changed = {k: v for k, v in alerts.items() if k not in disabled}
+        for key in alerts:
+            if key not in {_key(f.name) for f in dataclasses.fields(base)} or key in {
+                "scopes",
+                "links",
+                "exporter_job",
+                "fleet_wide",
+                "keep_firing_for",
+                "inference_limits",
+            }:
+                raise ValueError(f"{where}.alerts: {key!r} is not an alert's threshold key")
+        scoped = _merge(base, changed, f"{where}.alerts")
+        scopes.append(Scope(name, selector.strip(), tuple(changed), disabled, scoped))
+    return tuple(scopes)
 
 
 def from_mapping(data: dict[str, Any] | None, base: Thresholds = DEFAULTS) -> Thresholds:
     """`base` with the overrides in `data` (parsed YAML); `duration_scale` scales afterwards.
 
-    Raises ValueError naming the key for an unknown key or a value of the wrong type.
+    Raises ValueError naming the key for an unknown key, a value of the wrong type, a ratio
+    outside [0, 1], a number that is not finite, a warning tier not below its critical tier,
+    or a threshold the engine's limits make unreachable.
     """
     if data is not None and not isinstance(data, dict):
         raise ValueError(f"the config must be a mapping of keys to values, got {data!r}")
     data = dict(data or {})
     scale = data.pop("duration_scale", None)
+    scopes = data.pop("scopes", None)
     merged = typing.cast(Thresholds, _merge(base, data, ""))
+    if scopes is not None:
+        merged = dataclasses.replace(merged, scopes=_scopes(merged, scopes))
     if scale is not None:
         if isinstance(scale, bool) or not isinstance(scale, int | float):
             raise ValueError(f"duration_scale: expected a number, got {scale!r}")

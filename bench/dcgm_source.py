@@ -5,7 +5,8 @@ The fake answers in Python, like pydcgm's own wrappers over libdcgm, so its time
 the bindings' share; the rest is the source's: blank checks, unit conversions, counters, catalog
 samples. Measured side by side in one run, for 1 and 8 GPUs:
 
-- `GetLatest x2`: reading both field groups through the (fake) bindings, nothing else;
+- `GetLatest x3`: reading the three field groups (core, recent, profiling) through the (fake)
+  bindings, nothing else;
 - `collect()`: a whole DcgmSource collection (those reads, NVLink states, conversion).
 
 Usage: .venv/bin/python bench/dcgm_source.py [--cycles N]
@@ -52,7 +53,7 @@ def main() -> None:
         source = DcgmSource()
         samples = source.collect()
         conn = source._conn
-        fgs = [source._basic_fg, source._profiling._fg]
+        fgs = [source._basic_fg, source._recent_fg, source._profiling._fg]
 
         def read_only(conn=conn, fgs=fgs) -> None:
             for fg in fgs:
@@ -62,7 +63,7 @@ def main() -> None:
         source.close()
         r, c = statistics.median(reads), statistics.median(collects)
         rows.append((gpus, len(samples), r * 1e3, c * 1e3, (c - r) * 1e3, c / r))
-    print(f"{'GPUs':>4}  {'series':>6}  {'GetLatest x2':>12}  {'collect()':>10}  "
+    print(f"{'GPUs':>4}  {'series':>6}  {'GetLatest x3':>12}  {'collect()':>10}  "
           f"{'source part':>11}  {'collect/read':>12}")  # fmt: skip
     for gpus, n, r, c, own, ratio in rows:
         print(f"{gpus:>4}  {n:>6}  {r:>9.3f} ms  {c:>7.3f} ms  {own:>8.3f} ms  {ratio:>11.2f}x")

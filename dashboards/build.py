@@ -33,9 +33,10 @@ DASHBOARDS: dict[str, Callable[[Thresholds], DashboardSpec]] = {
 }
 
 _VARIABLES = {
-    "job": ("Job", "label_values(exporter_build_info, job)"),
-    "instance": ("Instance", 'label_values(exporter_build_info{job=~"$job"}, instance)'),
-    "gpu": ("GPU", 'label_values(gpu_info{job=~"$job", instance=~"$instance"}, gpu)'),
+    "cluster": ("Cluster", "label_values(exporter_build_info, cluster)"),
+    "node": ("Node", 'label_values(exporter_build_info{cluster=~"$cluster"}, node)'),
+    "job": ("Job", 'label_values(exporter_build_info{cluster=~"$cluster"}, job)'),
+    "gpu": ("GPU", 'label_values(gpu_info{cluster=~"$cluster", node=~"$node"}, gpu)'),
 }
 
 
@@ -66,7 +67,11 @@ def _targets(panel: Panel) -> list[g.Target]:
 
 
 def _min_max(panel: Panel) -> dict[str, object]:
-    limits = {k: v for k, v in (("min", panel.min), ("max", panel.max)) if v is not None}
+    limits = {
+        k: v
+        for k, v in (("min", panel.min), ("max", panel.max), ("decimals", panel.decimals))
+        if v is not None
+    }
     return {"fieldConfig": {"defaults": limits}} if limits else {}
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from alerts.definitions.records import GPU_COUNT
+from alerts.definitions.records import NVLINK_LINKS_UP as LINKS
 from alerts.thresholds import Thresholds
 from dashboards.panels import DashboardSpec, Panel, PanelKind, Query, Row, tiers, warning_critical
-from dashboards.queries import GPU, THROTTLE_REASONS, sel, sel_re
+from dashboards.queries import GPU, sel, sel_re
 from exporter import catalog as c
 
 UID = "gpu-fleet"
@@ -18,10 +20,15 @@ def _stat(
 
 
 def dashboard(t: Thresholds) -> DashboardSpec:
+    """Cheap at 1,000 nodes x 8 GPUs: instant queries over the state series and the alerts'
+    own recording rules; no range query over every Xid or NVLink series on a refresh."""
     used_share = f"{sel(c.GPU_MEMORY_USED)} / {sel(c.GPU_MEMORY_TOTAL)}"
     hot = sel(c.GPU_TEMPERATURE, sensor="gpu")
-    throttling = sel_re(c.GPU_CLOCK_EVENT_ACTIVE, reason=THROTTLE_REASONS)
-    by_gpu = "instance, gpu"
+    slow = t.gpu_clock_slowdown
+    throttling = sel_re(c.GPU_CLOCK_EVENT_ACTIVE, reason="|".join(slow.reasons))
+    by_gpu = "cluster, node, gpu"
+    where = 'cluster=~"$cluster", node=~"$node"'
+    firing = f'ALERTS{{alertstate="firing", mixin="gpu-inference-exporter", {where}}}'
     items: tuple[Panel | Row, ...] = (
         Row("Fleet"),
         _stat(
@@ -39,18 +46,29 @@ def dashboard(t: Thresholds) -> DashboardSpec:
             thresholds=warning_critical(1, 1),
         ),
         _stat(
+            "GPUs missing",
+            f"GPUs the nodes had within {t.gpu_missing.lookback} and no longer see (a GPU that "
+            "fell off the bus before the exporter started, or a hung GPU source). Critical "
+            "alert: GpuMissing.",
+            "short",
+            f"sum(max_over_time({GPU_COUNT}{{{where}}}[{t.gpu_missing.lookback}]) - "
+            f"{GPU_COUNT}{{{where}}}) or vector(0)",
+            thresholds=warning_critical(1, 1),
+            decimals=0,
+        ),
+        _stat(
+            "Needs a reset or reboot",
+            "GPUs whose driver asks for a recovery action (reset, reboot, drain). Critical "
+            "alert: GpuRecoveryActionRequired.",
+            "short",
+            f"count({sel(c.GPU_RECOVERY_ACTION)} > 0) or vector(0)",
+            thresholds=warning_critical(1, 1),
+        ),
+        _stat(
             "Average utilization",
             "Mean share of time a kernel ran, across the selected GPUs.",
             "percentunit",
             f"avg({sel(c.GPU_UTILIZATION)})",
-            min=0,
-            max=1,
-        ),
-        _stat(
-            "Max utilization",
-            "Busiest selected GPU's share of time a kernel ran.",
-            "percentunit",
-            f"max({sel(c.GPU_UTILIZATION)})",
             min=0,
             max=1,
         ),
@@ -72,75 +90,86 @@ def dashboard(t: Thresholds) -> DashboardSpec:
             thresholds=tiers(t.gpu_temperature),
         ),
         _stat(
-            "Total power",
-            "Board power summed over the selected GPUs.",
-            "watt",
-            f"sum({sel(c.GPU_POWER)})",
-        ),
-        _stat(
             "GPUs throttling",
-            "GPUs whose clocks a power or thermal limit holds down right now.",
+            f"GPUs whose clocks are held down right now by {', '.join(slow.reasons)}: the "
+            "reasons the GpuClockSlowdown alert counts (it fires on their share of time).",
             "short",
             f"count(max by ({by_gpu}) ({throttling}) == 1) or vector(0)",
             thresholds=warning_critical(1, 1),
         ),
-        Row("Events in the selected range"),
+        Row("Faults now"),
         Panel(
-            "Xid errors",
-            "Xid error events in the time range, by GPU and code. Codes "
-            + ", ".join(map(str, t.gpu_xid.critical_codes))
-            + " mean a dead or unusable GPU (the Xid alert pages for them).",
+            "Firing alerts",
+            "Every alert of this project firing now, by severity, node and GPU: the on-call's "
+            "list. One alert on many nodes at once also fires GpuFleetWideFault.",
             "short",
             (
                 Query(
-                    f"sum by ({by_gpu}, xid) (increase({sel(c.GPU_XID_ERRORS)}[$__range])) > 0",
-                    "{{instance}} gpu {{gpu}} xid {{xid}}",
+                    f"max by (alertname, severity, cluster, node, gpu, problem) ({firing})",
                     instant=True,
                 ),
             ),
             PanelKind.TABLE,
-            width=6,
-            height=4,
+            width=12,
+            height=6,
             fault="xid",
-            table_columns={"instance": "node", "gpu": "gpu", "xid": "xid", "Value #A": "events"},
+            table_columns={
+                "alertname": "alert",
+                "severity": "severity",
+                "cluster": "cluster",
+                "node": "node",
+                "gpu": "gpu",
+                "problem": "fleet-wide",
+            },
         ),
-        _stat(
-            "Xid events",
-            "Xid error events in the time range, all GPUs.",
+        Panel(
+            "Xid counts",
+            "Xid events each GPU has counted since its exporter started (codes with at least "
+            "one), and the GPUs the Xid alert fires for now. The alert's severity comes from "
+            "the code's resolution bucket in NVIDIA's Xid catalog.",
             "short",
-            f"sum(increase({sel(c.GPU_XID_ERRORS)}[$__range])) or vector(0)",
-            instant=True,
-            thresholds=warning_critical(1, 1),
+            (Query(f"{sel(c.GPU_XID_ERRORS)} > 0", instant=True),),
+            PanelKind.TABLE,
+            width=6,
+            height=6,
+            fault="xid",
+            decimals=0,
+            table_columns={"node": "node", "gpu": "gpu", "xid": "xid", "Value": "events"},
         ),
         _stat(
             "Uncorrectable ECC",
-            "Uncorrectable ECC errors in the time range, all GPUs.",
+            "GPUs with uncorrectable ECC errors since their driver loaded (cleared by a GPU "
+            "reset). Critical alert: GpuEccUncorrectableErrors.",
             "short",
-            f"sum(increase({sel(c.GPU_ECC_ERRORS, type='uncorrected')}[$__range])) or vector(0)",
-            instant=True,
+            f"count({sel(c.GPU_ECC_ERRORS, type='uncorrected')} > 0) or vector(0)",
             thresholds=warning_critical(1, 1),
         ),
         _stat(
             "Row remaps pending",
             "GPUs with a row remap waiting for a reset.",
             "short",
-            f"sum({sel(c.GPU_ROW_REMAP_PENDING)}) or vector(0)",
+            f"count({sel(c.GPU_ROW_REMAP_PENDING)} > 0) or vector(0)",
             thresholds=warning_critical(1, 1),
         ),
         _stat(
-            "NVLink links down",
-            "NVLink links reported down across the selected GPUs.",
+            "GPUs short of NVLink",
+            "GPUs with fewer NVLink links up than the best GPU of their node, or none (the "
+            "GpuNvlinkDown alert's comparison, from its recording rule).",
             "short",
-            f"count({sel(c.GPU_NVLINK_LINK_UP)} == 0) or vector(0)",
+            f"count({LINKS}{{{where}}} < on (cluster, node) group_left "
+            f"max by (cluster, node) ({LINKS}{{{where}}}) or {LINKS}{{{where}}} == 0) "
+            "or vector(0)",
             thresholds=warning_critical(1, 1),
         ),
         _stat(
             "PyTorch OOMs",
-            "Out-of-memory errors raised by the PyTorch allocator in the time range.",
+            "Out-of-memory errors raised by the PyTorch allocator in the time range (whole "
+            "errors: increase() extrapolates, so the figure is rounded).",
             "short",
-            f"sum(increase({sel(c.TORCH_CUDA_OOMS)}[$__range])) or vector(0)",
+            f"round(sum(increase({sel(c.TORCH_CUDA_OOMS)}[$__range]))) or vector(0)",
             instant=True,
             thresholds=warning_critical(1, 1),
+            decimals=0,
         ),
         _stat(
             "Energy",
@@ -152,33 +181,34 @@ def dashboard(t: Thresholds) -> DashboardSpec:
         Row("Per GPU"),
         Panel(
             "Utilization",
-            "Share of time a kernel ran, per GPU.",
+            "Share of time a kernel ran: the ten busiest GPUs of the selection.",
             "percentunit",
-            (Query(sel(c.GPU_UTILIZATION), "{{instance}} gpu {{gpu}}"),),
+            (Query(f"topk(10, {sel(c.GPU_UTILIZATION)})", "{{node}} gpu {{gpu}}"),),
             min=0,
             max=1,
         ),
         Panel(
             "Memory used",
-            "Device memory used as a share of total, per GPU, against the alert levels.",
+            "Device memory used as a share of total: the ten fullest GPUs, against the alert "
+            "levels.",
             "percentunit",
-            (Query(used_share, "{{instance}} gpu {{gpu}}"),),
+            (Query(f"topk(10, {used_share})", "{{node}} gpu {{gpu}}"),),
             thresholds=tiers(t.gpu_memory_used),
             min=0,
             max=1,
         ),
         Panel(
             "Temperature",
-            "GPU temperature per GPU, against the alert levels.",
+            "GPU temperature: the ten hottest GPUs, against the alert levels.",
             "celsius",
-            (Query(hot, "{{instance}} gpu {{gpu}}"),),
+            (Query(f"topk(10, {hot})", "{{node}} gpu {{gpu}}"),),
             thresholds=tiers(t.gpu_temperature),
         ),
         Panel(
             "Power",
-            "Board power per node.",
+            "Board power of the ten nodes that draw the most.",
             "watt",
-            (Query(f"sum by (instance) ({sel(c.GPU_POWER)})", "{{instance}}"),),
+            (Query(f"topk(10, sum by (cluster, node) ({sel(c.GPU_POWER)}))", "{{node}}"),),
             stacked=True,
         ),
         Panel(
@@ -198,7 +228,7 @@ def dashboard(t: Thresholds) -> DashboardSpec:
             width=24,
             height=10,
             table_columns={
-                "instance": "node",
+                "node": "node",
                 "gpu": "gpu",
                 "name": "model",
                 "Value #B": "utilization",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alerts.thresholds import Thresholds
-from dashboards.panels import DashboardSpec, Panel, Query, Row, tiers
+from dashboards.panels import DashboardSpec, Panel, Query, Row, Threshold, tiers
 from dashboards.queries import RATE, sel
 from exporter import catalog as c
 
@@ -172,12 +172,32 @@ def dashboard(t: Thresholds) -> DashboardSpec:
         ),
         Panel(
             "Xid events",
-            "Xid error events counted in each interval, by code.",
+            "Xid error events counted in each interval, by code (whole events). The alert's "
+            "severity comes from the code's resolution bucket in NVIDIA's Xid catalog.",
             "short",
-            (Query(f"increase({sel(c.GPU_XID_ERRORS)}[{RATE}]) > 0", "xid {{xid}} " + LEGEND),),
+            (
+                Query(
+                    f"round(increase({sel(c.GPU_XID_ERRORS)}[{RATE}])) > 0",
+                    "xid {{xid}} " + LEGEND,
+                ),
+            ),
             min=0,
             width=8,
+            decimals=0,
             fault="xid",
+        ),
+        Panel(
+            "Recovery action",
+            "What the driver says the GPU needs before work can use it again, held until it "
+            "is done: 0 none, 1 GPU reset, 2 node reboot, 3 drain peer-to-peer traffic, 4 "
+            "drain and reset (NVML R565+, DCGM 4.5+). Critical alert: GpuRecoveryActionRequired.",
+            "short",
+            (Query(sel(c.GPU_RECOVERY_ACTION), LEGEND),),
+            thresholds=(Threshold(1, "red"),),
+            min=0,
+            width=24,
+            height=5,
+            step_lines=True,
         ),
     )
     return DashboardSpec(

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
-from alerts.thresholds import Thresholds, Tiers
-from dashboards.panels import DashboardSpec, Panel, Query, Row, tiers
-from dashboards.queries import HOST, RATE, quantile, sel, sel_re
+from alerts.definitions import quantile_record
+from alerts.definitions.records import error_ratio
+from alerts.thresholds import Thresholds, Tier
+from dashboards.panels import DashboardSpec, Panel, Query, Row, Threshold, tiers, warning_critical
+from dashboards.queries import HOST, RATE, SERVICE, sel
 from exporter import catalog as c
 
 UID = "llm-inference"
-QUANTILES = (0.5, 0.9, 0.99)
 HARNESS = "harness"
 
 
-def _latency(title: str, description: str, histogram, levels: Tiers) -> Panel:
+def _latency(title: str, description: str, histogram: c.MetricFamily, level: Tier) -> Panel:
+    """Service-level p50 and p99 and each engine's p99, from the recording rules the alerts
+    read (`sum by (le, ...)` before the quantile), with the per-engine warning level."""
     return Panel(
         title,
         description,
         "s",
-        tuple(
-            Query(quantile(q, histogram, by="instance"), f"p{round(q * 100)} {{{{instance}}}}")
-            for q in QUANTILES
+        (
+            Query(f"{quantile_record('service', histogram, 'p50')}{{{SERVICE}}}", "p50 {{job}}"),
+            Query(f"{quantile_record('service', histogram, 'p99')}{{{SERVICE}}}", "p99 {{job}}"),
+            Query(f"{quantile_record('instance', histogram, 'p99')}{{{HOST}}}", "p99 {{node}}"),
         ),
-        thresholds=tiers(levels),
+        thresholds=(Threshold(level.threshold, "orange"),),
         min=0,
         width=8,
         needs=HARNESS,
@@ -29,28 +33,28 @@ def _latency(title: str, description: str, histogram, levels: Tiers) -> Panel:
 
 
 def dashboard(t: Thresholds) -> DashboardSpec:
-    failed = sel_re(c.INFERENCE_REQUESTS, HOST, outcome="|".join(t.inference_error_outcomes))
-    every = sel(c.INFERENCE_REQUESTS, HOST)
+    budget = t.inference_slo.budget
+    page = max(w.factor for w in t.inference_slo.page)
     items: tuple[Panel | Row, ...] = (
         Row("Latency"),
         _latency(
             "Time to first token",
-            "TTFT p50/p90/p99: arrival to first generated token (queue + prefill). Lines: the "
-            "p99 TTFT alert's levels.",
+            "TTFT p50/p99 of the service and p99 of each engine: arrival to first generated "
+            "token (queue + prefill). Line: the per-engine p99 warning.",
             c.INFERENCE_TIME_TO_FIRST_TOKEN,
             t.inference_ttft_p99,
         ),
         _latency(
             "Time per output token",
-            "TPOT p50/p90/p99: the gap between consecutive tokens of a request. Lines: the p99 "
-            "TPOT alert's levels.",
+            "TPOT p50/p99 of the service and p99 of each engine: the gap between consecutive "
+            "tokens of a request. Line: the per-engine p99 warning.",
             c.INFERENCE_TIME_PER_OUTPUT_TOKEN,
             t.inference_tpot_p99,
         ),
         _latency(
             "End-to-end latency",
-            "Request duration p50/p90/p99, arrival to last token. Lines: the p99 latency "
-            "alert's levels.",
+            "Request duration p50/p99 of the service and p99 of each engine, arrival to last "
+            "token. Line: the per-engine p99 warning.",
             c.INFERENCE_REQUEST_DURATION,
             t.inference_request_p99,
         ),
@@ -60,12 +64,10 @@ def dashboard(t: Thresholds) -> DashboardSpec:
             "Prompt tokens prefilled and tokens generated per second.",
             "short",
             (
-                Query(
-                    f"rate({sel(c.INFERENCE_PROMPT_TOKENS, HOST)}[{RATE}])", "prompt {{instance}}"
-                ),
+                Query(f"rate({sel(c.INFERENCE_PROMPT_TOKENS, HOST)}[{RATE}])", "prompt {{node}}"),
                 Query(
                     f"rate({sel(c.INFERENCE_GENERATION_TOKENS, HOST)}[{RATE}])",
-                    "generated {{instance}}",
+                    "generated {{node}}",
                 ),
             ),
             min=0,
@@ -78,8 +80,8 @@ def dashboard(t: Thresholds) -> DashboardSpec:
             "keeps growing means the engine cannot keep up.",
             "short",
             (
-                Query(sel(c.INFERENCE_REQUESTS_RUNNING, HOST), "running {{instance}}"),
-                Query(sel(c.INFERENCE_REQUESTS_WAITING, HOST), "waiting {{instance}}"),
+                Query(sel(c.INFERENCE_REQUESTS_RUNNING, HOST), "running {{node}}"),
+                Query(sel(c.INFERENCE_REQUESTS_WAITING, HOST), "waiting {{node}}"),
             ),
             min=0,
             width=8,
@@ -90,9 +92,13 @@ def dashboard(t: Thresholds) -> DashboardSpec:
             "Time requests waited before prefill, p50/p99.",
             "s",
             (
-                Query(quantile(0.5, c.INFERENCE_QUEUE_DURATION, by="instance"), "p50 {{instance}}"),
                 Query(
-                    quantile(0.99, c.INFERENCE_QUEUE_DURATION, by="instance"), "p99 {{instance}}"
+                    f"{quantile_record('instance', c.INFERENCE_QUEUE_DURATION, 'p50')}{{{HOST}}}",
+                    "p50 {{node}}",
+                ),
+                Query(
+                    f"{quantile_record('instance', c.INFERENCE_QUEUE_DURATION, 'p99')}{{{HOST}}}",
+                    "p99 {{node}}",
                 ),
             ),
             min=0,
@@ -116,17 +122,19 @@ def dashboard(t: Thresholds) -> DashboardSpec:
             needs=HARNESS,
         ),
         Panel(
-            "Error ratio",
-            "Shed, timed-out and failed requests over all finished requests, against the "
-            "error-ratio alert's levels.",
+            "Error ratio and budget",
+            f"Shed, timed-out and failed requests over the requests that count (ok or failed), "
+            f"per service over {t.inference_rate_window} (the recording rule the SLO alerts "
+            f"read). Orange: the error budget ({budget:.2%} of requests); red: the fastest "
+            f"burn rate that pages ({page:g}x the budget).",
             "percentunit",
             (
                 Query(
-                    f"sum(rate({failed}[{RATE}])) / sum(rate({every}[{RATE}]))",
-                    "error ratio",
+                    f"{error_ratio('service', t.inference_rate_window)}{{{SERVICE}}}",
+                    "{{job}}",
                 ),
             ),
-            thresholds=tiers(t.inference_error_ratio),
+            thresholds=warning_critical(budget, page * budget),
             min=0,
             width=12,
             needs=HARNESS,
@@ -137,8 +145,8 @@ def dashboard(t: Thresholds) -> DashboardSpec:
             "Used blocks over all blocks of the paged KV cache, against the KV-cache alert's "
             "levels; the harness sheds load above its shed threshold.",
             "percentunit",
-            (Query(sel(c.INFERENCE_KV_CACHE_UTILIZATION, HOST), "{{instance}}"),),
-            thresholds=tiers(t.inference_kv_cache),
+            (Query(sel(c.INFERENCE_KV_CACHE_UTILIZATION, HOST), "{{node}}"),),
+            thresholds=tiers(t.inference_kv_cache.tiers),
             min=0,
             max=1,
             width=8,
@@ -149,7 +157,7 @@ def dashboard(t: Thresholds) -> DashboardSpec:
             "Share of the used blocks' token slots that hold no token (bounded by one block per "
             "sequence with paged attention).",
             "percentunit",
-            (Query(sel(c.INFERENCE_KV_CACHE_FRAGMENTATION, HOST), "{{instance}}"),),
+            (Query(sel(c.INFERENCE_KV_CACHE_FRAGMENTATION, HOST), "{{node}}"),),
             min=0,
             max=1,
             width=8,
@@ -160,7 +168,7 @@ def dashboard(t: Thresholds) -> DashboardSpec:
             "Requests preempted per second because the KV cache ran out mid-decode (their "
             "blocks freed and the request recomputed).",
             "ops",
-            (Query(f"rate({sel(c.INFERENCE_PREEMPTIONS, HOST)}[{RATE}])", "{{instance}}"),),
+            (Query(f"rate({sel(c.INFERENCE_PREEMPTIONS, HOST)}[{RATE}])", "{{node}}"),),
             min=0,
             width=8,
             needs=HARNESS,
@@ -172,5 +180,5 @@ def dashboard(t: Thresholds) -> DashboardSpec:
         "What users' tokens feel like: TTFT, TPOT and end-to-end latency, throughput, queue, "
         "outcomes, and the paged KV cache.",
         items,
-        variables=("job", "instance"),
+        variables=("cluster", "node", "job"),
     )

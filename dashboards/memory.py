@@ -16,14 +16,15 @@ from dashboards.queries import RATE, sel
 from exporter import catalog as c
 
 UID = "gpu-memory"
-LEGEND = "{{instance}} gpu {{gpu}}"
+LEGEND = "{{node}} gpu {{gpu}}"
 
 
 def time_to_full(window: str = "10m") -> str:
-    """Seconds until device memory is full at the current growth rate (absent when not growing)."""
+    """Seconds until device memory is full at the current growth rate, per GPU (absent when
+    not growing)."""
     free = f"({sel(c.GPU_MEMORY_FREE)})"
     growth = f"deriv({sel(c.GPU_MEMORY_USED)}[{window}])"
-    return f"{free} / ({growth} > 0)"
+    return f"max by (cluster, node, gpu, uuid) ({free} / ({growth} > 0))"
 
 
 def dashboard(t: Thresholds) -> DashboardSpec:
@@ -55,15 +56,17 @@ def dashboard(t: Thresholds) -> DashboardSpec:
         ),
         Panel(
             "Time to full",
-            "At the growth of the last 10 minutes, seconds until device memory is full "
-            "(only GPUs whose memory is growing). Red under the fill-within alert's horizon.",
+            "At the growth of the last 10 minutes, seconds until device memory is full, for "
+            "the five GPUs closest to full (only GPUs whose memory is growing), with their "
+            "node and GPU. Red under the fill-within alert's horizon.",
             "s",
-            (Query(f"min({time_to_full()})"),),
-            PanelKind.STAT,
+            (Query(f"bottomk(5, {time_to_full()})", instant=True),),
+            PanelKind.TABLE,
             base_color="red",
             thresholds=(Threshold(t.gpu_memory_filling.horizon.seconds, "green"),),
             width=6,
             fault="memory_leak",
+            table_columns={"node": "node", "gpu": "gpu", "Value": "seconds to full"},
         ),
         Panel(
             "Memory by process",
@@ -123,7 +126,7 @@ def dashboard(t: Thresholds) -> DashboardSpec:
             "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True is the usual cure.",
             "percentunit",
             (Query(sel(c.TORCH_CUDA_FRAGMENTATION), LEGEND),),
-            thresholds=tiers(t.torch_fragmentation),
+            thresholds=tiers(t.torch_fragmentation.tiers),
             min=0,
             max=1,
         ),

@@ -50,6 +50,7 @@ class Panel:
     base_color: str = "green"  # colour below the first threshold
     min: float | None = None
     max: float | None = None
+    decimals: int | None = None  # 0 for counts of events (increase() extrapolates)
     stacked: bool = False
     step_lines: bool = False
     fault: str | None = None
@@ -72,7 +73,7 @@ class DashboardSpec:
     title: str
     description: str
     items: tuple[Panel | Row, ...]
-    variables: tuple[str, ...] = ("job", "instance", "gpu")
+    variables: tuple[str, ...] = ("cluster", "node", "gpu")
     tags: tuple[str, ...] = ()
 
     @property

@@ -61,8 +61,9 @@ def expand(expr: str, options: PreviewOptions) -> str:
     replacements = {
         "$__rate_interval": options.rate_interval,
         "$__range": f"{int(options.range_seconds)}s",
+        "$cluster": ".*",
+        "$node": ".*",
         "$job": ".*",
-        "$instance": ".*",
         "$gpu": ".*",
     }
     for var, value in replacements.items():

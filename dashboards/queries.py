@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from exporter.catalog import MetricFamily
 
-#: Selector of the GPUs chosen by the dashboard variables.
-GPU = 'job=~"$job", instance=~"$instance", gpu=~"$gpu"'
-#: Selector of the exporters chosen by the dashboard variables (process-level series).
-HOST = 'job=~"$job", instance=~"$instance"'
+#: Selector of the GPUs chosen by the dashboard variables: identity that survives an
+#: exporter rollout (cluster, node, gpu), as the alerts use, never the pod's instance.
+GPU = 'cluster=~"$cluster", node=~"$node", gpu=~"$gpu"'
+#: Selector of the exporters (and inference engines) chosen by the dashboard variables.
+HOST = 'cluster=~"$cluster", node=~"$node", job=~"$job"'
+#: Selector of the service-level recording rules (cluster, namespace, job).
+SERVICE = 'cluster=~"$cluster", job=~"$job"'
 #: The rate window Grafana picks from the scrape interval.
 RATE = "$__rate_interval"
-
-#: Reasons that mean the clocks are held down by a limit (not idle or a user setting).
-THROTTLE_REASONS = (
-    "sw_power_cap|hw_slowdown|sw_thermal_slowdown|hw_thermal_slowdown|hw_power_brake_slowdown"
-)
 
 
 def sel(family: MetricFamily, selector: str = GPU, **labels: str) -> str:

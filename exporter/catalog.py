@@ -323,6 +323,11 @@ GPU_ROW_REMAP_PENDING = _gauge(
 GPU_ROW_REMAP_FAILURE = _gauge(
     "gpu_row_remap_failure", "1 when a row remap failed: the GPU should be replaced"
 )
+GPU_RECOVERY_ACTION = _gauge(
+    "gpu_recovery_action",
+    "What the driver says the GPU needs before new work can use it, held until done: 0 none, "
+    "1 GPU reset, 2 node reboot, 3 drain peer-to-peer traffic, 4 drain and reset",
+)
 GPU_XID_ERRORS = _counter(
     "gpu_xid_errors_total",
     "Xid error events seen by this exporter, one counter per Xid code",
@@ -441,6 +446,12 @@ EXPORTER_BUILD_INFO = _gauge(
     "exporter_build_info",
     "Version of gpu-inference-exporter and of its Python (always 1)",
     ("version", "python_version"),
+)
+EXPORTER_POD_INFO = _gauge(
+    "exporter_pod_info",
+    "The Kubernetes pod the exporter runs in (always 1): pod identity lives here, not on every "
+    "series, so a rollout does not change the series of the GPUs",
+    ("namespace", "pod"),
 )
 EXPORTER_SOURCE_UP = _gauge(
     "exporter_source_up",

@@ -29,7 +29,7 @@ from exporter.harness.config import (
     PRESET_CHOICES,
     parse_kv_cache_memory,
 )
-from exporter.identity import constant_labels, parse_label
+from exporter.identity import constant_labels, parse_label, pod_info
 from exporter.logs import FORMATS, LEVELS, setup_logging
 
 log = logging.getLogger("exporter")
@@ -218,8 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
         epilog=(
             "Each flag also reads GIE_<FLAG> from the environment (see the flag list). "
-            "Kubernetes: NODE_NAME, POD_NAMESPACE and POD_NAME (Downward API) become the "
-            "node, namespace and pod labels of every series."
+            "Kubernetes: NODE_NAME (Downward API) becomes the node label of every series "
+            "(outside Kubernetes: the host name); POD_NAMESPACE and POD_NAME label "
+            "exporter_pod_info (--identity.pod-labels: every series)."
         ),
     )
     add = _env_adder(serve)
@@ -291,7 +292,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="constant label added to every series (repeatable)",
+        help="constant label added to every series (repeatable), e.g. cluster=prod-eu",
+    )
+    add(
+        "--identity.pod-labels",
+        dest="pod_labels",
+        type=_boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="put POD_NAMESPACE and POD_NAME on every series as namespace and pod (default: "
+        "on exporter_pod_info only, so that a rollout does not change the GPUs' series)",
     )
     add(
         "--simulate.gpus",
@@ -324,8 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME:gpu=I,start=S,duration=D",
-        help="fault scenario (repeatable; start/duration in seconds from start, no duration = "
-        "forever). Scenarios: " + _scenario_help(),
+        help="fault scenario (repeatable; gpu=all: on every GPU; start/duration in seconds from "
+        "start, no duration = forever). Scenarios: " + _scenario_help(),
     )
     add(
         "--harness",
@@ -620,10 +632,12 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if args.scenarios and backend != "simulated":
         raise CliError("--simulate.scenario needs --backend simulated")
     try:
+        const_labels = constant_labels(args.labels, environ, pod_labels=args.pod_labels)
         runtime = build_runtime(
             backend=backend,
             args=args,
-            const_labels=constant_labels(args.labels, environ),
+            const_labels=const_labels,
+            static_samples=pod_info(environ, pod_labels=args.pod_labels),
         )
     except ValueError as exc:  # e.g. a scenario for GPU 9 in an 8-GPU fleet
         raise CliError(str(exc)) from None

@@ -78,16 +78,23 @@ def run_generate(*, check: bool, root: str | None, alerts_config: str | None = N
     except (OSError, ValueError) as exc:
         print(f"gpu-inference-exporter: error: --alerts-config: {exc}", file=sys.stderr)
         return 2
+    try:  # render everything before writing anything: a refusal leaves no half-written tree
+        rendered = {}
+        for rel, generate in artifacts(alerts_config).items():
+            path = base / rel
+            current = path.read_text() if path.exists() else ""
+            rendered[rel] = (current, generate(current))
+    except ValueError as exc:  # e.g. an alert without a runbook, an unreachable threshold
+        print(f"gpu-inference-exporter: error: {exc}", file=sys.stderr)
+        return 2
     if check:
-        stale = stale_artifacts(base, alerts_config)
+        stale = [rel for rel, (current, new) in rendered.items() if new != current]
         for rel in stale:
             print(f"stale: {rel} (run `gpu-inference-exporter generate`)", file=sys.stderr)
         return 1 if stale else 0
-    for rel, generate in artifacts(alerts_config).items():
-        path = base / rel
-        current = path.read_text() if path.exists() else ""
-        new = generate(current)
+    for rel, (current, new) in rendered.items():
         if new != current:
+            path = base / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(new)
             print(f"wrote {rel}")

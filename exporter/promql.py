@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from exporter.catalog import FAMILIES, Kind, MetricFamily
 
 #: Series Prometheus makes itself (not exported by anyone) that rules may reference.
-PROMETHEUS_SERIES: frozenset[str] = frozenset({"up"})
+PROMETHEUS_SERIES: frozenset[str] = frozenset({"up", "ALERTS"})
 
 #: Labels a target adds to every series: Prometheus's own and the exporter's constant labels.
-TARGET_LABELS: frozenset[str] = frozenset({"job", "instance", "node", "namespace", "pod"})
+#: `cluster` comes from Prometheus's external labels or the chart's relabelings.
+TARGET_LABELS: frozenset[str] = frozenset(
+    {"job", "instance", "node", "namespace", "pod", "cluster"}
+)
 
 _KEYWORDS = frozenset(
     {"and", "or", "unless", "bool", "offset", "inf", "nan", "atan2"}
@@ -147,3 +150,36 @@ def expression_problems(
             if label not in allowed:
                 problems.append(f"{sel.metric} has no label {label!r}")
     return problems
+
+
+def with_matcher(expr: str, matcher: str, skip: Iterable[str] = ("ALERTS",)) -> str:
+    """`expr` with the label matcher `matcher` (e.g. `node=~"a.*"`) added to every metric
+    selector but those in `skip`: the same expression over a subset of the series."""
+    skip = set(skip)
+    pieces: list[str] = []
+    spans = [(m.lastgroup or "punct", m.group(), m.end()) for m in _TOKEN.finditer(expr)]
+    tokens = [(kind, text) for kind, text, _ in spans if kind != "space"]
+    ends = [end for kind, _, end in spans if kind != "space"]
+    inserts: dict[int, str] = {}  # character offset -> text to insert there
+    i = 0
+    while i < len(tokens):
+        kind, text = tokens[i]
+        nxt = tokens[i + 1][1] if i + 1 < len(tokens) else ""
+        if kind == "ident" and text in _GROUPING and nxt == "(":
+            i = _skip_to(tokens, i + 1, ")")
+        elif kind == "ident" and text not in _KEYWORDS and nxt != "(":
+            if nxt == "{":
+                end = _skip_to(tokens, i + 1, "}")
+                if text not in skip:
+                    empty = end == i + 2
+                    inserts[ends[i + 1]] = matcher if empty else matcher + ", "
+                i = end
+            elif text not in skip:
+                inserts[ends[i]] = "{" + matcher + "}"
+        i += 1
+    last = 0
+    for offset in sorted(inserts):
+        pieces.append(expr[last:offset] + inserts[offset])
+        last = offset
+    pieces.append(expr[last:])
+    return "".join(pieces)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from exporter.sampler import Sampler
-from exporter.samples import Labels
+from exporter.samples import AnySample, Labels
 from exporter.server import build_app
 from exporter.sources import Source
 
@@ -138,7 +138,13 @@ def build_harness_api(args: argparse.Namespace, engine: Engine) -> ApiServer:
     return ApiServer(engine, ApiSettings(address.host, address.port, limits, load))
 
 
-def build_runtime(*, backend: str, args: argparse.Namespace, const_labels: Labels) -> Runtime:
+def build_runtime(
+    *,
+    backend: str,
+    args: argparse.Namespace,
+    const_labels: Labels,
+    static_samples: Sequence[AnySample] = (),
+) -> Runtime:
     sources = build_sources(backend, args)
     harness = harness_api = None
     if harness_wanted(args):
@@ -151,6 +157,7 @@ def build_runtime(*, backend: str, args: argparse.Namespace, const_labels: Label
         interval=args.interval,
         timeout=args.timeout,
         const_labels=const_labels,
+        static_samples=static_samples,
         gpu_backend=gpu_backend,
     )
     ready_checks = [harness.readiness] if harness is not None else []

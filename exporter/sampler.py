@@ -70,6 +70,7 @@ class Sampler:
         interval: float = 1.0,
         timeout: float | None = None,
         const_labels: Labels = (),
+        static_samples: Sequence[AnySample] = (),
         gpu_backend: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -82,6 +83,7 @@ class Sampler:
         self.interval = interval
         self.timeout = timeout if timeout is not None else interval
         self.const_labels = const_labels
+        self.static_samples = tuple(static_samples)  # e.g. exporter_pod_info
         if gpu_backend is not None and gpu_backend not in names:
             raise ValueError(f"gpu_backend {gpu_backend!r} is not one of the sources {names}")
         self.gpu_backend = gpu_backend
@@ -191,6 +193,7 @@ class Sampler:
                 1, version=__version__, python_version=platform.python_version()
             ),
             catalog.EXPORTER_LAST_COLLECT_TIMESTAMP.sample(collected_at),
+            *self.static_samples,
         ]
         backend_up = any(s.up for s in self._slots if s.name == self.gpu_backend)
         own.append(

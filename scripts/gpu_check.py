@@ -6,7 +6,7 @@ Starts `gpu-inference-exporter serve --backend nvml --collect.processes` (or, wi
 localhost:5555) on a free 127.0.0.1 port, lets it collect for a few seconds while scraping
 /metrics, then prints:
 - every gpu_* family with its value per GPU (series with an extra label one row per value;
-  clock-event reasons and Xid codes as the ones that are set),
+  clock-event reasons and Xid codes as the ones that are set, the recovery action by name),
 - what the backend said it does not support (NVML) or has no value for (DCGM), per GPU, and
   with DCGM whether the profiling module serves (all from the exporter's log),
 - scrape latency (p50/p99/max), collection duration of the source (p50/max) and the
@@ -100,6 +100,18 @@ PROFILING_LOG = re.compile(
     r"|fields are watched now|values are back)"
 )
 MIG_LOG = re.compile(r"^GPU (\d+) is in MIG mode")
+#: nvmlDeviceGpuRecoveryAction_t: what the driver says the GPU needs (gpu_recovery_action).
+#: Printed, never required: drivers before R565 (and DCGM before 4.5) do not have it.
+RECOVERY_ACTIONS = {
+    0: "none",
+    1: "GPU reset",
+    2: "node reboot",
+    3: "drain P2P",
+    4: "drain and reset",
+    5: "recover IMEX domain",
+    6: "bus reset",
+    7: "system reboot",
+}
 #: Rows with one extra label that get one row per label value.
 ROW_PER_VALUE = {"sensor", "clock", "type", "kind"}
 
@@ -194,6 +206,9 @@ def summarize(name: str, series: list) -> str:
     if name == "gpu_xid_errors_total":
         hits = [f"{lb['xid']}:{v:g}" for lb, v in series if v]
         return ",".join(hits) or f"0 ({len(series)} codes)"
+    if name == "gpu_recovery_action" and len(series) == 1:
+        action = int(series[0][1])
+        return f"{action} ({RECOVERY_ACTIONS.get(action, 'unknown')})"
     if name == "gpu_nvlink_link_up":
         return f"{sum(v for _, v in series):g}/{len(series)} up"
     if name.startswith("gpu_mig") or name == "gpu_process_memory_used_bytes":

@@ -71,7 +71,10 @@ def run_exporter(
     """Start `gpu-inference-exporter serve ARGS` on a free 127.0.0.1 port; stop it afterwards.
 
     Without the inference harness (`--no-harness`: loading PyTorch and a model costs seconds)
-    unless `harness`; with it, the harness's API listens on a free port too (`harness_url`)."""
+    unless `harness`; with it, the harness's API listens on a free port too (`harness_url`).
+    Outside Kubernetes the exporter labels every series with the host name as `node`; the
+    tests that do not set a node turn that off (`--label=node=`) to read series by their own
+    labels."""
     port = free_port()
     cmd = [
         sys.executable,
@@ -88,6 +91,8 @@ def run_exporter(
     else:
         cmd.append("--no-harness")
     cmd += args
+    if not (env or {}).get("NODE_NAME") and not any(a.startswith("--label=node=") for a in args):
+        cmd.append("--label=node=")
     proc = subprocess.Popen(
         cmd,
         cwd=REPO,

@@ -1,18 +1,20 @@
 """Real servers for end-to-end tests (Debian's prometheus and alertmanager) on 127.0.0.1:
-started, waited for, queried, and always stopped."""
+started, waited for, queried, and always stopped; and a stand-in for PagerDuty's Events API."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +135,99 @@ def run_prometheus(
     url = f"http://127.0.0.1:{port}"
     with run_server(cmd, url + "/-/ready", tmp / "prometheus.log"):
         yield Prometheus(url)
+
+
+# --- a stand-in for PagerDuty's Events API v2 -----------------------------------------------------
+
+PAGERDUTY_ENQUEUE = "/v2/enqueue"
+
+
+@dataclass
+class Received:
+    """One POST to the PagerDuty stand-in; the properties read an Events API v2 event as
+    alerts/alertmanager.py fills it."""
+
+    at: float  # time.monotonic() on arrival
+    path: str
+    body: dict[str, Any]
+
+    @property
+    def action(self) -> str:
+        return self.body["event_action"]
+
+    @property
+    def key(self) -> str:
+        return self.body["routing_key"]
+
+    @property
+    def details(self) -> dict[str, str]:
+        return self.body["payload"]["custom_details"]
+
+    @property
+    def alertnames(self) -> set[str]:
+        """The firing alerts of the group (empty in a resolve event)."""
+        return set(self.details["alertnames"].split())
+
+    @property
+    def node(self) -> str:
+        return self.details["node"]
+
+    @property
+    def gpu(self) -> str:
+        return self.details["gpu"]
+
+    @property
+    def problem(self) -> str:
+        """The payload's class: the fleet alert's problem, else the alert name."""
+        return self.body["payload"].get("class", "")
+
+
+@dataclass
+class Receiver:
+    """Records every POST; answers like PagerDuty's Events API v2 (202, status success)."""
+
+    url: str
+    events: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, path: str, body: dict[str, Any]) -> None:
+        with self.lock:
+            self.events.append(Received(time.monotonic(), path, body))
+
+    def received(self, path: str = PAGERDUTY_ENQUEUE) -> list[Received]:
+        with self.lock:
+            return [e for e in self.events if e.path == path]
+
+
+@contextmanager
+def pagerduty_receiver() -> Iterator[Receiver]:
+    port = free_port()
+    receiver = Receiver(f"http://127.0.0.1:{port}")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            body = json.loads(self.rfile.read(length) or b"{}")
+            receiver.record(self.path, body)
+            answer = {"status": "success", "message": "Event processed"}
+            if "dedup_key" in body:
+                answer["dedup_key"] = body["dedup_key"]
+            data = json.dumps(answer).encode()
+            self.send_response(202)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

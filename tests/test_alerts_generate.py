@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from alerts.alertmanager import ALERTMANAGER_PATH
 from alerts.rules import RULES_PATH
 from alerts.runbooks import INDEX_PATH
@@ -49,8 +51,8 @@ def test_alerts_config_regenerates_the_rules_and_index_with_its_thresholds(tmp_p
     wrote = cli("generate", *root, "--alerts-config", str(config))
     assert wrote.returncode == 0, wrote.stderr
     text = (tmp_path / RULES_PATH).read_text()
-    assert 'expr: gpu_temperature_celsius{sensor="gpu"} > 92\n    for: 2m' in text
-    assert "die temperature > 92 °C for 2m" in (tmp_path / INDEX_PATH).read_text()
+    assert '(avg_over_time(gpu_temperature_celsius{sensor="gpu"}[2m])) > 92\n    for: 2m' in text
+    assert "die temperature (mean over 2m) > 92 °C for 2m" in (tmp_path / INDEX_PATH).read_text()
     assert cli("generate", "--check", *root, "--alerts-config", str(config)).returncode == 0
     # and the committed defaults are what this config is not
     assert cli("generate", "--check", *root).returncode == 1
@@ -66,6 +68,27 @@ def test_a_bad_alerts_config_exits_2_with_one_line(tmp_path):
     missing = cli("generate", "--check", "--alerts-config", str(tmp_path / "nope.yml"))
     assert missing.returncode == 2 and "nope.yml" in missing.stderr
     assert "Traceback" not in out.stderr + missing.stderr
+
+
+@pytest.mark.parametrize(
+    "text,says",
+    [
+        # the harness's own limits make these unreachable: refused, not silently generated
+        ("inference_ttft_p99: {threshold: 6}\n", "at or above the request deadline (5s"),
+        (
+            "inference_kv_cache:\n  tiers:\n    critical: {threshold: 0.95}\n",
+            "at or above the shedding threshold",
+        ),
+        ("gpu_memory_used:\n  warning: {threshold: 75}\n", "a ratio between 0 and 1"),
+        ("gpu_temperature:\n  warning: {threshold: .nan}\n", "finite"),
+    ],
+)
+def test_generate_refuses_thresholds_that_cannot_work_in_one_line(tmp_path, text, says):
+    config = tmp_path / "thresholds.yml"
+    config.write_text(text)
+    out = cli("generate", "--check", "--alerts-config", str(config))
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and says in lines[0], out.stderr
 
 
 def test_generate_help_names_the_alerts_config_option():

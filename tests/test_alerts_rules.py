@@ -3,17 +3,18 @@ condition with both tiers where both apply, annotations and runbooks for every a
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
 import yaml
 
-from alerts import definitions, rules
-from alerts.definitions import all_alerts, recording_rules
+from alerts import rules
+from alerts.definitions import all_alerts, common, recording_rules
 from alerts.model import Alert, TierRule
 from alerts.rules import RULES_PATH, UnknownMetricError, check_rules, render_rules, rule_groups
 from alerts.runbooks import SECTIONS, missing_runbooks, render_index, runbook_path
-from alerts.thresholds import DEFAULTS, Duration, from_mapping
+from alerts.thresholds import DEFAULTS, Duration, Thresholds, from_mapping
 from exporter import catalog
 from exporter.promql import expression_problems, metric_names, selectors
 from tests.conftest import REPO
@@ -21,16 +22,18 @@ from tests.conftest import REPO
 ALERTS = all_alerts(DEFAULTS)
 RECORDED = [r.record for r in recording_rules(DEFAULTS)]
 
-TWO_TIERS = {
-    "GpuMemoryHigh",
-    "GpuTemperatureHigh",
-    "GpuXidError",
-    "TorchCudaFragmentationHigh",
-    "InferenceKvCacheHigh",
-    "InferenceRequestLatencyHigh",
-    "InferenceTimeToFirstTokenHigh",
-    "InferenceTimePerOutputTokenHigh",
-    "InferenceErrorRatioHigh",
+#: Alerts with more than one tier, and their severities.
+TIERS = {
+    "GpuMemoryHigh": {"warning", "critical"},
+    "GpuTemperatureHigh": {"warning", "critical"},
+    "GpuXidError": {"critical", "warning", "info"},
+    "TorchCudaFragmentationHigh": {"warning", "critical"},
+    "InferenceKvCacheHigh": {"warning", "critical"},
+    "InferenceErrorBudgetBurn": {"critical", "warning"},
+    "InferenceTimeToFirstTokenBudgetBurn": {"critical", "warning"},
+    "InferenceTimePerOutputTokenBudgetBurn": {"critical", "warning"},
+    "GpuExporterMissing": {"warning", "critical"},
+    "GpuExporterSourceDown": {"critical", "warning"},
 }
 
 
@@ -127,28 +130,42 @@ def test_a_recording_rule_the_alerts_use_must_exist(monkeypatch):
         rule_groups(DEFAULTS)
 
 
-def test_one_name_per_condition_with_both_tiers_where_both_apply():
+def test_one_name_per_condition_with_every_tier_under_it():
     names = [a.name for a in ALERTS]
     assert len(names) == len(set(names))
     assert all(re.fullmatch(r"[A-Z][A-Za-z0-9]+", n) for n in names)
     for alert in ALERTS:
-        severities = {t.severity for t in alert.tiers}
-        if alert.name in TWO_TIERS:
-            assert severities == {"warning", "critical"}, alert.name
+        severities = [t.severity for t in alert.tiers]
+        assert len(severities) == len(set(severities)), alert.name
+        if alert.name in TIERS:
+            assert set(severities) == TIERS[alert.name], alert.name
         else:
             assert len(severities) == 1, alert.name
     expected = {
         "GpuMemoryHigh", "GpuMemoryFillingUp", "GpuTemperatureHigh", "GpuClockSlowdown",
-        "GpuPowerAtLimit", "GpuLost", "GpuXidError", "GpuEccUncorrectableErrors",
-        "GpuRowRemapFailure", "GpuRowRemapPending", "GpuNvlinkDown", "GpuNvlinkErrorsRising",
-        "GpuPcieReplaysRising", "TorchCudaFragmentationHigh", "TorchCudaAllocRetries",
-        "TorchCudaOutOfMemory", "InferenceKvCacheHigh", "InferenceRequestLatencyHigh",
+        "GpuPowerAtLimit", "GpuLost", "GpuMissing", "GpuRecoveryActionRequired", "GpuXidError",
+        "GpuEccUncorrectableErrors", "GpuRowRemapFailure", "GpuRowRemapPending",
+        "GpuNvlinkDown", "GpuNvlinkErrorsRising", "GpuPcieReplaysRising",
+        "TorchCudaFragmentationHigh", "TorchCudaAllocRetries", "TorchCudaOutOfMemory",
+        "InferenceErrorBudgetBurn", "InferenceTimeToFirstTokenBudgetBurn",
+        "InferenceTimePerOutputTokenBudgetBurn", "InferenceRequestLatencyHigh",
         "InferenceTimeToFirstTokenHigh", "InferenceTimePerOutputTokenHigh",
-        "InferenceErrorRatioHigh", "InferenceQueueGrowing", "InferencePreemptionsHigh",
-        "InferenceEngineStuck", "GpuExporterDown", "GpuExporterSourceDown", "GpuExporterStale",
-        "Watchdog",
+        "InferenceErrorRatioHigh", "InferenceKvCacheHigh", "InferenceQueueBacklog",
+        "InferencePreemptionsHigh", "InferenceEngineStuck", "InferenceEngineNotReady",
+        "GpuExporterDown", "GpuExporterMissing", "GpuExporterSourceDown", "GpuExporterStale",
+        "Watchdog", "GpuFleetWideFault",
     }  # fmt: skip
     assert set(names) == expected
+
+
+def _rules(text: str) -> dict[tuple[str, str], dict]:
+    data = yaml.safe_load(text)
+    return {
+        (r["alert"], r["labels"]["severity"]): r
+        for g in data["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    }
 
 
 def test_the_committed_rule_file_has_the_expected_shape():
@@ -160,33 +177,117 @@ def test_the_committed_rule_file_has_the_expected_shape():
         "gpu-inference-exporter.allocator",
         "gpu-inference-exporter.inference",
         "gpu-inference-exporter.exporter",
+        "gpu-inference-exporter.fleet",
     ]
-    records = [r["record"] for r in groups["gpu-inference-exporter.recording"]]
-    assert "instance:inference_time_to_first_token_seconds:p99" in records
-    assert "instance:inference_requests:error_ratio" in records
-    by_tier = {
-        (r["alert"], r["labels"]["severity"]): r
-        for name, rs in groups.items()
-        if name != "gpu-inference-exporter.recording"
-        for r in rs
-    }
+    records = {r["record"]: r["expr"] for r in groups["gpu-inference-exporter.recording"]}
+    # service level: sum by (le, ...) before the quantile
+    p99 = records["service:inference_time_to_first_token_seconds:p99"]
+    assert p99.startswith("histogram_quantile(0.99, sum by (le, cluster, namespace, job) (")
+    for window in ("5m", "30m", "1h", "2h", "6h", "1d", "3d"):
+        assert f"service:inference_request_errors:ratio_rate{window}" in records
+    by_tier = _rules((REPO / RULES_PATH).read_text())
     memory = by_tier["GpuMemoryHigh", "warning"]
-    assert memory["expr"] == "gpu_memory_used_bytes / gpu_memory_total_bytes > 0.75"
+    assert memory["expr"] == (
+        "max by (cluster, node, gpu, uuid) (gpu_memory_used_bytes / gpu_memory_total_bytes) > 0.75"
+    )
     assert memory["for"] == "3m"
     assert by_tier["GpuMemoryHigh", "critical"]["for"] == "30s"
-    assert by_tier["GpuXidError", "critical"]["expr"] == (
-        'increase(gpu_xid_errors_total{xid=~"48|62|63|64|74|79|92|94|95|119|120"}[5m]) > 0'
-    )
     assert "for" not in by_tier["Watchdog", "none"]
+    assert "keep_firing_for" not in by_tier["Watchdog", "none"]
     for (name, _), rule in by_tier.items():
-        notes = rule["annotations"]
+        labels, notes = rule["labels"], rule["annotations"]
+        assert labels["mixin"] == "gpu-inference-exporter", name
+        assert labels["component"] in ("gpu", "allocator", "inference", "exporter"), name
         assert "{{" not in notes["summary"], name
-        assert "$labels" in notes["description"] or name == "Watchdog", name
+        if "absent(" not in rule["expr"] and name != "Watchdog":  # absent() has no labels
+            assert "$labels" in notes["description"], name
         assert notes["runbook_url"].endswith(f"/alerts/runbooks/{name}.md"), name
         assert re.search(
             r"/d/(gpu-fleet|gpu-detail|llm-inference|gpu-memory)\b", notes["dashboard_url"]
         )
-        assert rule["labels"]["component"] in ("gpu", "inference", "exporter")
+        if name != "Watchdog":  # a rollout's gap does not resolve and re-page
+            assert rule.get("keep_firing_for"), name
+
+
+def test_alerts_keep_only_identity_that_survives_a_rollout():
+    """No alert's labels include the pod's instance or name (GpuExporterDown keeps the
+    target it failed to scrape): a rollout neither resolves an open incident nor pages it
+    again. Per-instance inference alerts read recording rules that aggregated already."""
+    exprs = [(a.name, t.expr) for a in ALERTS for t in a.tiers]
+    exprs += [(r.record, r.expr) for r in recording_rules(DEFAULTS)]
+    for name, expr in exprs:
+        if not name.startswith("Inference"):
+            assert re.search(r"\bby \(|absent\(|^vector\(|^cluster_node", expr), name
+        for grouping in re.findall(r"\bby \(([^)]*)\)", expr):
+            labels = {x.strip() for x in grouping.split(",")}
+            assert "pod" not in labels, name
+            if name != "GpuExporterDown":
+                assert "instance" not in labels, name
+
+
+def test_latched_faults_follow_a_state_not_a_window():
+    by_tier = _rules((REPO / RULES_PATH).read_text())
+    for name in (
+        "GpuRecoveryActionRequired",
+        "GpuEccUncorrectableErrors",
+        "GpuRowRemapFailure",
+        "GpuRowRemapPending",
+        "GpuNvlinkDown",
+    ):
+        (rule,) = [r for (n, _), r in by_tier.items() if n == name]
+        assert "increase(" not in rule["expr"] and "[1d]" not in rule["expr"], name
+    # Xid has no state of its own: it keeps firing for hours after an event that needs a
+    # reset or a reboot (where the driver exports the recovery action, that alert follows it)
+    assert by_tier["GpuXidError", "critical"]["keep_firing_for"] == "6h"
+    assert "79" in by_tier["GpuXidError", "critical"]["expr"]  # fallen off the bus: reboot
+    assert "|13|" in by_tier["GpuXidError", "warning"]["expr"]  # restart the application
+
+
+def test_a_scope_moves_matching_series_to_their_own_rule():
+    t = from_mapping(
+        {
+            "scopes": [
+                {
+                    "name": "preallocating",
+                    "selector": 'node=~"vllm-.*"',
+                    "alerts": {
+                        "gpu_memory_used": {
+                            "warning": {"threshold": 0.97},
+                            "critical": {"threshold": 0.99},
+                        },
+                        "gpu_memory_filling": "off",
+                    },
+                }
+            ]
+        }
+    )
+    data = yaml.safe_load(render_rules(t))
+    memory = [r for g in data["groups"] for r in g["rules"] if r.get("alert") == "GpuMemoryHigh"]
+    default = [r for r in memory if "threshold_scope" not in r["labels"]]
+    scoped = [r for r in memory if r["labels"].get("threshold_scope") == "preallocating"]
+    assert len(default) == len(scoped) == 2
+    for rule in default:
+        assert rule["expr"].count('node!~"vllm-.*"') == 2, rule["expr"]
+    assert {r["expr"].rsplit(" ", 1)[1] for r in scoped} == {"0.97", "0.99"}
+    assert all(r["expr"].count('node=~"vllm-.*"') == 2 for r in scoped)
+    (filling,) = [
+        r for g in data["groups"] for r in g["rules"] if r.get("alert") == "GpuMemoryFillingUp"
+    ]
+    assert 'node!~"vllm-.*"' in filling["expr"]  # off for the scope: only the default rule
+    with pytest.raises(ValueError, match="no alert reads"):
+        render_rules(
+            from_mapping(
+                {
+                    "scopes": [
+                        {
+                            "name": "x",
+                            "selector": 'node="a"',
+                            "alerts": {"gpu_temperature_window": 1},
+                        }
+                    ]
+                }
+            )
+        )
 
 
 def test_gpu_alerts_describe_the_gpu_the_node_and_the_value():
@@ -195,9 +296,7 @@ def test_gpu_alerts_describe_the_gpu_the_node_and_the_value():
             continue
         for tier in alert.tiers:
             assert "$labels.gpu" in tier.description, alert.name
-            assert "or $labels.node $labels.instance" in tier.description, alert.name
-            # the humanized value in the description, or in the value annotation (GpuLost:
-            # gpu_up=0), or the label that is the value (GpuClockSlowdown: the reason)
+            assert "$labels.node" in tier.description, alert.name
             value = tier.description + alert.value
             assert "$value" in value or "$labels" in alert.value, alert.name
 
@@ -213,14 +312,8 @@ def test_thresholds_and_links_flow_into_the_rules():
             },
         }
     )
-    data = yaml.safe_load(render_rules(t))
-    (hot,) = [
-        r
-        for g in data["groups"]
-        for r in g["rules"]
-        if r.get("alert") == "GpuTemperatureHigh" and r["labels"]["severity"] == "critical"
-    ]
-    assert hot["expr"] == 'gpu_temperature_celsius{sensor="gpu"} > 92'
+    hot = _rules(render_rules(t))["GpuTemperatureHigh", "critical"]
+    assert hot["expr"].endswith(" > 92")
     assert hot["for"] == "2m"
     assert "above 92 °C for 2m" in hot["annotations"]["description"]
     assert (
@@ -232,7 +325,7 @@ def test_thresholds_and_links_flow_into_the_rules():
 
 def _shape(expr: str) -> str:
     """An expression with its durations and numbers blanked out."""
-    return re.sub(r"\b\d+(\.\d+)?(ms|s|m|h|d|w)?\b", "N", expr)
+    return re.sub(r"\d+(\.\d+)?(ms|s|m|h|d|w)?", "N", expr)
 
 
 def test_scaled_rules_are_the_same_expressions_with_shorter_durations():
@@ -242,6 +335,8 @@ def test_scaled_rules_are_the_same_expressions_with_shorter_durations():
             assert _shape(ta.expr) == _shape(tb.expr), a.name
             assert tb.for_.seconds == pytest.approx(ta.for_.seconds / 60, abs=0.001)
     assert "[5s]" in render_rules(DEFAULTS.scaled(1 / 60))
+    # the engine's request deadline is not a rule duration: scaling leaves it
+    assert DEFAULTS.scaled(1 / 60).inference_limits == DEFAULTS.inference_limits
 
 
 def test_the_catalog_has_the_inference_families_the_rules_use():
@@ -314,6 +409,7 @@ def test_the_index_lists_every_tier_and_refuses_an_alert_without_runbook(tmp_pat
         for tier in alert.tiers:
             assert f"| [{alert.name}]({alert.name}.md) | {tier.severity} |" in index
     assert "memory used / total > 75% for 3m" in index
+    assert "| the GPU is reset (the volatile ECC count returns to 0) |" in index
     for alert in ALERTS[1:]:
         runbook_path(alert.name, tmp_path).write_text("# x\n")
     assert missing_runbooks(ALERTS, tmp_path) == [ALERTS[0].name]
@@ -323,8 +419,10 @@ def test_the_index_lists_every_tier_and_refuses_an_alert_without_runbook(tmp_pat
 
 def test_definitions_only_name_metrics_through_the_catalog():
     """No metric name is typed into the definitions: they come from catalog attributes."""
-    source = (REPO / "alerts" / "definitions.py").read_text()
-    for name in catalog.FAMILIES:
-        # (threshold attributes share some names: `t.gpu_row_remap_pending` is not a metric)
-        assert not re.search(rf"(?<![.\w]){name}\b", source), f"{name} in definitions.py"
-    assert definitions.UP == "up"
+    for path in sorted((REPO / "alerts" / "definitions").glob("*.py")):
+        keys = "|".join(f.name for f in dataclasses.fields(Thresholds))
+        source = re.sub(rf'"({keys})"', "", path.read_text())  # thresholds keys, not metrics
+        for name in catalog.FAMILIES:
+            # (threshold attributes share some names: `t.gpu_row_remap_pending` is not a metric)
+            assert not re.search(rf"(?<![.\w]){name}\b", source), f"{name} in {path.name}"
+    assert common.UP == "up"

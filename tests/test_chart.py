@@ -76,7 +76,8 @@ def test_the_operator_schemas_refuse_unknown_fields_and_bad_durations():
     monitor["spec"]["endpoints"][0]["interval"] = "15 seconds"
     assert operator_errors(monitor)
     routing = copy.deepcopy(one(render_value_set("production"), "AlertmanagerConfig"))
-    routing["spec"]["receivers"][0]["pagerdutyConfigs"][0]["routing_key"] = "plain"
+    pagers = [r for r in routing["spec"]["receivers"] if r.get("pagerdutyConfigs")]
+    pagers[0]["pagerdutyConfigs"][0]["routing_key"] = "plain"
     assert operator_errors(routing)
 
 

@@ -15,7 +15,7 @@ from exporter.cli import (
     parse_listen_address,
     with_environment,
 )
-from exporter.identity import constant_labels
+from exporter.identity import constant_labels, pod_info
 from tests.conftest import REPO
 
 
@@ -166,18 +166,33 @@ def test_parse_listen_address_rejects_garbage():
 
 def test_downward_api_identity_becomes_labels_and_flags_override():
     env = {"NODE_NAME": "gpu-node-7", "POD_NAME": "llm-0", "POD_NAMESPACE": "serving"}
-    assert constant_labels([], env) == (
+    # the pod's identity changes with every rollout: not on every series by default
+    assert constant_labels([], env) == (("node", "gpu-node-7"),)
+    assert constant_labels([], env, pod_labels=True) == (
         ("namespace", "serving"),
         ("node", "gpu-node-7"),
         ("pod", "llm-0"),
     )
     assert constant_labels([("node", "override"), ("cluster", "c1")], env) == (
         ("cluster", "c1"),
-        ("namespace", "serving"),
         ("node", "override"),
-        ("pod", "llm-0"),
     )
-    assert constant_labels([], {}) == ()
+    # outside Kubernetes the node is the host name; inside, never the pod's host name
+    assert constant_labels([], {}, hostname="bare-metal-3") == (("node", "bare-metal-3"),)
+    assert constant_labels([], {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, hostname="pod-x") == ()
+    with pytest.raises(ValueError, match="given twice"):
+        constant_labels([("cluster", "a"), ("cluster", "b")], env)
+
+
+def test_pod_identity_is_one_info_series():
+    env = {"NODE_NAME": "gpu-node-7", "POD_NAME": "llm-0", "POD_NAMESPACE": "serving"}
+    (info,) = pod_info(env)
+    assert info.name == "exporter_pod_info" and dict(info.labels) == {
+        "namespace": "serving",
+        "pod": "llm-0",
+    }
+    assert pod_info(env, pod_labels=True) == []  # already on every series
+    assert pod_info({}) == []
 
 
 def test_version_flag(capsys):

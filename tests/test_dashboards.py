@@ -4,6 +4,9 @@ import json
 
 import pytest
 
+from alerts.definitions import all_alerts, recording_rules
+from alerts.rules import dashboard_link
+from alerts.thresholds import DEFAULTS
 from dashboards.build import DASHBOARDS, SCHEMA_VERSION, TAG, specs, to_json
 from dashboards.layout import GRID_WIDTH, place
 from dashboards.panels import Panel, Row
@@ -11,6 +14,7 @@ from exporter.catalog import FAMILIES
 from exporter.promql import expression_problems, metric_names
 
 SPECS = specs()
+RECORDS = {r.record: r.expr for r in recording_rules(DEFAULTS)}
 
 
 def all_queries():
@@ -73,15 +77,16 @@ def test_every_panel_has_a_unit_a_description_and_queries():
 def test_every_query_reads_only_catalog_metrics_and_their_labels():
     for uid, panel, query in all_queries():
         assert metric_names(query.expr), f"{uid} / {panel.title}: no metric in {query.expr}"
-        problems = expression_problems(query.expr)
+        problems = expression_problems(query.expr, RECORDS)
         assert not problems, f"{uid} / {panel.title}: {problems}"
 
 
 def test_every_gpu_allocator_and_inference_family_is_plotted_somewhere():
     plotted = set()
     for _, _, query in all_queries():
-        plotted |= set(metric_names(query.expr))
-    plotted = {n.removesuffix("_bucket") for n in plotted}
+        for name in metric_names(query.expr):  # a recording rule plots what it reads
+            plotted |= {name, *metric_names(RECORDS.get(name, ""))}
+    plotted = {n.removesuffix("_bucket").removesuffix("_count") for n in plotted}
     not_plotted = {"gpu_backend_up", "gpu_clock_event_seconds_total", "inference_ready",
                    "inference_kv_cache_blocks", "inference_model_info"}  # fmt: skip
     for name in FAMILIES:
@@ -95,7 +100,7 @@ def test_thresholds_come_from_the_alert_config(tmp_path):
     config = tmp_path / "thresholds.yml"
     config.write_text(
         "gpu_temperature:\n  warning: {threshold: 77}\n  critical: {threshold: 88}\n"
-        "torch_fragmentation:\n  critical: {threshold: 0.6}\n"
+        "torch_fragmentation:\n  tiers:\n    critical: {threshold: 0.6}\n"
     )
     t = thresholds.load(config)
     fleet = next(s for s in specs(t) if s.uid == "gpu-fleet")
@@ -106,3 +111,45 @@ def test_thresholds_come_from_the_alert_config(tmp_path):
     assert [th.value for th in ratio.thresholds] == [0.3, 0.6]
     default = next(p for p in specs()[0].panels if p.title == "Hottest GPU")
     assert [th.value for th in default.thresholds] == [85.0, 90.0]
+
+
+def test_the_dashboards_select_identity_that_survives_a_rollout():
+    """cluster and node, as the alerts group by; never the pod's instance."""
+    for spec in SPECS:
+        assert {"cluster", "node"} <= set(spec.variables), spec.uid
+    for uid, panel, query in all_queries():
+        assert "$instance" not in query.expr and "{{instance}}" not in query.legend, (
+            f"{uid} / {panel.title}"
+        )
+
+
+def test_every_alert_links_to_variables_its_dashboard_has():
+    by_uid = {s.uid: s for s in SPECS}
+    for alert in all_alerts(DEFAULTS):
+        link = dashboard_link(DEFAULTS.links, alert)
+        spec = by_uid[alert.dashboard]
+        for part in link.partition("?")[2].split("&"):
+            if part:
+                name = part.split("=")[0].removeprefix("var-")
+                assert name in spec.variables, f"{alert.name} links var-{name} to {spec.uid}"
+
+
+def test_the_fleet_dashboard_stays_cheap_at_a_thousand_nodes():
+    """No range query over every Xid or NVLink series on a refresh: those are the largest
+    families (dozens of series per GPU); the fleet reads their state or the alerts' rules."""
+    fleet = next(s for s in SPECS if s.uid == "gpu-fleet")
+    for panel in fleet.panels:
+        for query in panel.queries:
+            for family in ("gpu_xid_errors_total", "gpu_nvlink_link_up", "gpu_nvlink_errors_total"):
+                if family in query.expr:
+                    assert "[" not in query.expr, f"{panel.title}: range over {family}"
+            if "[1d]" in query.expr:  # only over one recorded series per node
+                assert metric_names(query.expr) == ["cluster_node:gpu_present:count"], panel.title
+
+
+def test_the_fleet_throttling_count_uses_the_alerts_reasons():
+    fleet = next(s for s in SPECS if s.uid == "gpu-fleet")
+    (panel,) = [p for p in fleet.panels if p.title == "GPUs throttling"]
+    for reason in DEFAULTS.gpu_clock_slowdown.reasons:
+        assert reason in panel.queries[0].expr
+    assert "sw_power_cap" not in panel.queries[0].expr  # not a thermal or hardware slowdown

@@ -4,8 +4,9 @@ import time
 
 import pytest
 
+from alerts.rules import RULES_PATH
 from dashboards.build import specs
-from tests.conftest import run_exporter
+from tests.conftest import REPO, run_exporter
 from tests.servers import run_prometheus, scrape_config
 from tests.test_cli import cli
 
@@ -25,8 +26,9 @@ RUNNING = {None, "processes"}
 VARIABLES = {
     "$__rate_interval": "5s",
     "$__range": "1m",
+    "$cluster": ".*",
+    "$node": ".*",
     "$job": ".*",
-    "$instance": ".*",
     "$gpu": ".*",
 }
 
@@ -42,7 +44,11 @@ def test_every_panel_query_parses_and_returns_data_and_previews_draw(tmp_path):
     args += [f"--simulate.scenario={s}" for s in SCENARIOS.values()]
     with (
         run_exporter(*args) as exporter,
-        run_prometheus(tmp_path, [scrape_config("gpu-inference-exporter", [exporter.url])]) as prom,
+        run_prometheus(
+            tmp_path,
+            [scrape_config("gpu-inference-exporter", [exporter.url])],
+            rule_files=[REPO / RULES_PATH],  # the panels read the alerts' recording rules
+        ) as prom,
     ):
         prom.wait_for_samples('increase(gpu_xid_errors_total{xid="13"}[1m]) > 0')
         time.sleep(6)  # enough samples for the 5s rate windows

@@ -182,6 +182,39 @@ def test_blank_sentinels_are_absent_series_never_numbers(make_source, kind, capl
     ]
 
 
+def test_the_recovery_action_is_read_each_cycle_and_a_blank_is_absent(
+    make_source, fake_dcgm, caplog
+):
+    caplog.set_level(logging.INFO, logger="exporter.sources.dcgm")
+    source = make_source("gpus 3\ngpu 1 recovery_action 2\ngpu 2 blank 1523 not_supported\n")
+    samples = source.collect()
+    assert value(samples, "0", "gpu_recovery_action") == 0  # none
+    assert value(samples, "1", "gpu_recovery_action") == 2  # node reboot
+    assert "gpu_recovery_action" not in families(samples, "2")
+    said = [r.getMessage() for r in caplog.records if "no value from DCGM here" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith("absent: gpu_recovery_action (not supported)")
+    # Latched by the driver until the reboot; DCGM's blanks are read afresh every cycle.
+    fake_dcgm.command("gpu 1 recovery_action 0\ngpu 2 unblank 1523\ngpu 2 recovery_action 1")
+    samples = source.collect()
+    assert value(samples, "1", "gpu_recovery_action") == 0
+    assert value(samples, "2", "gpu_recovery_action") == 1  # GPU reset
+
+
+def test_a_hostengine_older_than_the_recovery_action_costs_only_that_family(make_source, caplog):
+    caplog.set_level(logging.INFO, logger="exporter.sources.dcgm")
+    source = make_source("gpus 2\nhostengine unknown 1523\n")
+    for _ in range(3):
+        samples = source.collect()
+    assert (
+        families(samples, "0") == families(samples, "1") == set(PROVIDES) - {"gpu_recovery_action"}
+    )
+    refused = [r for r in caplog.records if "refused the fields newer than it" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].levelno == logging.WARNING
+    assert "(recovery_action)" in refused[0].getMessage()
+    said = [r.getMessage() for r in caplog.records if "no value from DCGM here" in r.getMessage()]
+    assert len(said) == 2 and all(m.endswith("gpu_recovery_action (not watched)") for m in said)
+
+
 def test_the_gpu_label_is_the_nvml_index_so_both_backends_agree(make_source):
     source = make_source("gpus 2\ngpu 0 nvml_index 1\ngpu 1 nvml_index 0\n")
     samples = source.collect()
@@ -278,7 +311,8 @@ def test_a_hostengine_that_goes_away_is_a_down_source_that_reconnects_with_backo
     clock.advance(2.5)
     after = source.collect()
     assert source.connects == 2
-    assert len(fake_dcgm.engine.field_groups) == 2  # basic and profiling, made again
+    groups = sorted(name.rsplit("-", 1)[1] for _, name, _ in fake_dcgm.engine.field_groups.values())
+    assert groups == ["basic", "profiling", "recent"]  # made again
     assert value(after, "0", "gpu_up") == 1
     assert value(after, "1", "gpu_xid_errors_total", xid="79") == 1  # counts carry on
     clock.advance(1.0)
@@ -372,19 +406,22 @@ def test_fields_resolve_under_old_and_4_6_names_without_deprecation_warnings(fak
     fake_dcgm.configure(f"names {names}\n")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a DeprecationWarning escaping resolve() fails here
-        resolved = F.resolve(dcgm_fields, (*F.BASIC, *F.PROFILING))
+        resolved = F.resolve(dcgm_fields, (*F.BASIC, *F.RECENT, *F.PROFILING))
     assert not resolved.skipped
     assert resolved.numbers[F.GPU_TEMP.key] == 150
     assert resolved.numbers[F.CLOCK_EVENTS.key] == 112
+    assert resolved.numbers[F.RECOVERY_ACTION.key] == 1523
     if names == "4.6":
         assert resolved.names[F.GPU_TEMP.key] == "DCGM_FI_DEV_GPU_TEMP_CELSIUS"
         assert resolved.names[F.POWER.key] == "DCGM_FI_DEV_POWER_USAGE_WATTS"
+        assert resolved.names[F.RECOVERY_ACTION.key] == "DCGM_FI_DEV_GPU_RECOVERY_ACTION"
         assert resolved.deprecated == []
         with pytest.warns(DeprecationWarning, match="DCGM_FI_DEV_GPU_TEMP_CELSIUS"):
             assert dcgm_fields.DCGM_FI_DEV_GPU_TEMP == 150  # the fake plays 4.6 here
     else:
         assert resolved.names[F.GPU_TEMP.key] == "DCGM_FI_DEV_GPU_TEMP"
         assert resolved.names[F.CLOCK_EVENTS.key] == "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS"
+        assert resolved.names[F.RECOVERY_ACTION.key] == "DCGM_FI_DEV_GET_GPU_RECOVERY_ACTION"
         with pytest.raises(AttributeError):
             _ = dcgm_fields.DCGM_FI_DEV_GPU_TEMP_CELSIUS
 

@@ -23,6 +23,10 @@ EVERY_SCENARIO = [
     "ecc_uncorrectable:gpu=7",
     "row_remap_pending:gpu=6",
     "idle:gpu=5",
+    "recovery_action:gpu=3,action=reboot",
+    "thermal_flap:gpu=0,period=2",
+    "power_at_limit:gpu=1,period=2",
+    "xid:gpu=all,code=95",
 ]
 
 
@@ -58,6 +62,10 @@ def test_metrics_pass_promtool_lint_with_every_scenario_active():
     assert series(m, "gpu_up", gpu="4") and list(series(m, "gpu_up", gpu="4").values()) == [0]
     assert series(m, "gpu_nvlink_link_up", gpu="6", link="2")
     assert list(series(m, "gpu_nvlink_link_up", gpu="6", link="2").values()) == [0]
+    actions = {dict(k[1])["gpu"]: v for k, v in m.items() if k[0] == "gpu_recovery_action"}
+    assert actions == {"0": 0, "1": 0, "2": 0, "3": 2, "5": 0, "6": 0, "7": 1}  # 4 is lost
+    assert set(series(m, "gpu_xid_errors_total", xid="95").values()) == {1}
+    assert len(series(m, "gpu_xid_errors_total", xid="95")) == 8
 
 
 def test_gpu_lost_takes_out_only_that_gpu_and_the_exporter_keeps_answering():
@@ -103,7 +111,8 @@ MIG_ONLY = frozenset(
 def test_the_simulated_fleet_exports_every_catalog_family():
     # --collect.processes: the opt-in gpu_process_memory_used_bytes is covered too.
     args = ("--backend=simulated", "--collect.interval=0.2", "--collect.processes")
-    with run_exporter(*args) as exp:
+    pod = {"POD_NAME": "gie-0", "POD_NAMESPACE": "monitoring"}  # exporter_pod_info
+    with run_exporter(*args, env=pod) as exp:
         time.sleep(0.5)
         m = exp.metrics()
     exported = {name for name, _ in m}
@@ -121,18 +130,35 @@ def test_the_simulated_fleet_exports_every_catalog_family():
     assert all(dict(k[1])["backend"] == "simulated" for k in m if k[0] == "gpu_info")
 
 
-def test_downward_api_and_constant_labels_are_on_every_series():
+def test_node_and_constant_labels_are_on_every_series_and_the_pod_on_one():
     env = {"NODE_NAME": "gpu-node-7", "POD_NAME": "llm-0", "POD_NAMESPACE": "serving"}
     with run_exporter("--backend=simulated", "--label=cluster=c1", env=env) as exp:
         m = exp.metrics()
     assert m
-    for _, labels in m:
-        assert {
-            ("node", "gpu-node-7"),
-            ("pod", "llm-0"),
-            ("namespace", "serving"),
-            ("cluster", "c1"),
-        } <= set(labels)
+    for name, labels in m:
+        assert {("node", "gpu-node-7"), ("cluster", "c1")} <= set(labels)
+        if name != "exporter_pod_info":  # a rollout changes the pod: not on the GPUs' series
+            assert not {"pod", "namespace"} & {k for k, _ in labels}
+    assert (
+        m[
+            (
+                "exporter_pod_info",
+                (
+                    ("cluster", "c1"),
+                    ("namespace", "serving"),
+                    ("node", "gpu-node-7"),
+                    ("pod", "llm-0"),
+                ),
+            )
+        ]
+        == 1
+    )
+    with run_exporter(
+        "--backend=simulated", "--identity.pod-labels", env=env
+    ) as exp:  # the old behaviour, opted back in
+        m = exp.metrics()
+    assert all({("pod", "llm-0"), ("namespace", "serving")} <= set(labels) for _, labels in m)
+    assert not [k for k in m if k[0] == "exporter_pod_info"]
 
 
 def test_backend_none_exports_its_own_metrics_and_says_how_to_simulate():

@@ -1,6 +1,7 @@
 """The exporter as a real process on the fake NVML (LD_LIBRARY_PATH), and on no NVML at all."""
 
 import os
+import re
 import subprocess
 import time
 
@@ -116,7 +117,11 @@ def test_a_driver_that_is_not_loaded_is_reported_and_nvml_comes_up_when_it_is(fa
 
 
 def test_gpu_check_passes_on_the_fake_h100s_and_prints_every_family(fake_env):
-    env, _ = fake_env("gpus 2\ngpu 1 unsupported video_clock\n")
+    # GPU 1 plays a driver before R565: no recovery action, which gpu-check lists, not requires.
+    env, _ = fake_env(
+        "gpus 2\ngpu 1 unsupported video_clock\ngpu 1 recovery_action unsupported\n"
+        "gpu 0 recovery_action 1\n"
+    )
     out = subprocess.run(
         ["scripts/gpu-check", "--seconds=1.5", "--scrapes=10", "--interval=0.2"],
         cwd=REPO,
@@ -140,7 +145,11 @@ def test_gpu_check_passes_on_the_fake_h100s_and_prints_every_family(fake_env):
     ):
         assert f"\n{row} " in text, row
     assert "18/18 up" in text
-    assert "GPU 1: gpu_clock_hertz{clock=video}, gpu_clock_max_hertz{clock=video}" in text
+    assert (
+        "GPU 1: gpu_clock_hertz{clock=video}, gpu_clock_max_hertz{clock=video}, "
+        "gpu_recovery_action\n" in text
+    )
+    assert re.search(r"\ngpu_recovery_action +1 \(GPU reset\) +-\n", text), text
     assert "scrape /metrics" in text and "collect (nvml)" in text
     assert "OK: every expected family answered on 2 GPU(s)" in text
 

@@ -96,6 +96,8 @@ def test_bad_commands_are_refused_with_the_line(fake_nvml):
         fake_nvml.configure("gpus 2\ngpu 0 unsupported wattage")
     with pytest.raises(ValueError, match="no GPU 9"):
         fake_nvml.command("gpu 9 lost")
+    with pytest.raises(ValueError, match="recovery_action: 0-7 or unsupported, not 9"):
+        fake_nvml.command("gpu 0 recovery_action 9")
 
 
 def test_the_driver_build_carries_the_driver_soname(fake_nvml_library):

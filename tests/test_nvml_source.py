@@ -192,6 +192,25 @@ def test_not_supported_is_decided_once_at_start_and_the_family_is_absent(make_so
     assert not [s for s in samples if math.isnan(s.value)]
 
 
+def test_the_recovery_action_follows_the_driver_and_is_absent_where_it_has_none(
+    make_source, fake_nvml
+):
+    source = make_source("gpus 3\ngpu 1 recovery_action 2\ngpu 2 recovery_action unsupported")
+    samples = source.collect()
+    assert value(samples, "0", "gpu_recovery_action") == 0  # none
+    assert value(samples, "1", "gpu_recovery_action") == 2  # node reboot
+    assert "gpu_recovery_action" not in families(samples, "2")  # a driver before R565
+    assert source.unsupported()[2] == ["gpu_recovery_action"]
+    assert source.unsupported()[1] == []
+    assert "gpu_ecc_errors_total" in families(samples, "2")  # the other fields of the call stay
+    # The driver holds the action until someone acts; the reboot (here: the fake) clears it.
+    fake_nvml.command("gpu 1 recovery_action 0\ngpu 0 recovery_action 4\ngpu 2 recovery_action 1")
+    samples = source.collect()
+    assert value(samples, "1", "gpu_recovery_action") == 0
+    assert value(samples, "0", "gpu_recovery_action") == 4  # drain and reset
+    assert "gpu_recovery_action" not in families(samples, "2")  # decided at the probe
+
+
 def test_a_board_without_nvlink_exports_no_nvlink_family(make_source):
     samples = make_source("gpus 1\nnvlinks 0").collect()
     assert not [f for f in families(samples, "0") if f.startswith("gpu_nvlink")]

@@ -23,6 +23,9 @@ def test_every_scenario_has_a_one_line_description_and_its_keys():
             "ecc_uncorrectable",
             "row_remap_pending",
             "idle",
+            "recovery_action",
+            "thermal_flap",
+            "power_at_limit",
         }
     )
     for name, text in SCENARIOS.items():
@@ -47,6 +50,26 @@ def test_every_key_is_read_with_its_type():
     assert parse_scenario("fragmentation:ramp=90,gpu=7").ramp == 90.0
     assert parse_scenario("ecc_uncorrectable:every=10").every == 10.0
     assert parse_scenario("idle:").name == "idle"
+    assert parse_scenario("recovery_action:action=drain_p2p").action == "drain_p2p"
+    flap = parse_scenario("thermal_flap:period=30,duty=0.25")
+    assert (flap.period, flap.duty) == (30.0, 0.25)
+    assert parse_scenario("gpu_lost:duration=60,reboot=120").reboot == 120.0
+
+
+def test_gpu_all_puts_the_same_fault_on_every_gpu():
+    s = parse_scenario("xid:gpu=all,code=79", gpus=8)
+    assert s.gpu is None
+    assert all(s.on_gpu(i) for i in range(64))
+    one = parse_scenario("xid:gpu=3,code=79")
+    assert [i for i in range(8) if one.on_gpu(i)] == [3]
+
+
+def test_on_off_scenarios_are_on_for_their_duty_share_of_every_period():
+    s = parse_scenario("thermal_flap:start=10,duration=100,period=20,duty=0.25")
+    on = [t for t in range(0, 130) if s.phase_on(t)]
+    assert on == [t for t in range(10, 110) if (t - 10) % 20 < 5]
+    default = parse_scenario("power_at_limit")  # 50% of 20 s
+    assert [default.phase_on(t) for t in (0, 9.9, 10, 19.9, 20)] == [1, 1, 0, 0, 1]
 
 
 def test_the_window_is_start_inclusive_end_exclusive():
@@ -56,7 +79,14 @@ def test_the_window_is_start_inclusive_end_exclusive():
 
 
 def test_str_gives_back_a_parseable_scenario():
-    for text in ("xid:gpu=2,start=5,duration=60,code=13,every=10", "nvlink_down:link=3", "idle"):
+    for text in (
+        "xid:gpu=2,start=5,duration=60,code=13,every=10",
+        "nvlink_down:link=3",
+        "idle",
+        "recovery_action:gpu=all,start=5,duration=9,action=reboot",
+        "thermal_flap:gpu=1,period=30,duty=0.5",
+        "gpu_lost:gpu=3,duration=20,reboot=40",
+    ):
         s = parse_scenario(text)
         assert parse_scenario(str(s)) == s
 
@@ -83,6 +113,17 @@ def test_str_gives_back_a_parseable_scenario():
         ("xid:code=79,every=0", ["every=0 must be greater than 0"]),
         ("memory_leak:ramp=-1", ["ramp=-1 must be greater than 0"]),
         ("idle:gpu=1,gpu=2", ["key 'gpu' given twice"]),
+        ("idle:gpu=some", ["gpu='some' is not a whole number or all"]),
+        ("recovery_action", ["recovery_action needs action=", "keys for recovery_action:"]),
+        (
+            "recovery_action:action=panic",
+            ["action='panic' is not one of reset, reboot, drain_p2p, drain_and_reset"],
+        ),
+        ("thermal_flap:duty=1.5", ["duty=1.5 is a share of the period: at most 1"]),
+        ("power_at_limit:duty=0", ["duty=0 must be greater than 0"]),
+        ("thermal_flap:period=0", ["period=0 must be greater than 0"]),
+        ("gpu_lost:reboot=60", ["reboot=S counts from when the GPU answers again"]),
+        ("idle:action=reset", ["unknown key 'action' for idle"]),
     ],
 )
 def test_bad_input_is_refused_with_a_one_line_message(text, says):
@@ -140,6 +181,10 @@ def test_every_key_a_scenario_lists_is_accepted():
             "link": "5",
             "ramp": "6",
             "limit": "300",
+            "action": "reset",
+            "period": "7",
+            "duty": "0.5",
+            "reboot": "8",
         }
         text = name + ":" + ",".join(f"{k}={values[k]}" for k in COMMON_KEYS + keys)
         s = parse_scenario(text, gpus=8, model=next(iter(GPU_MODELS)))

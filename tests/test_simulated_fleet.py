@@ -18,7 +18,8 @@ from exporter.sources.clock_events import (
     reasons_from_bitmask,
 )
 from exporter.sources.simulated import GPU_MODELS, SimulatedSource, parse_scenario
-from exporter.sources.xid import DEAD_GPU_XIDS, WATCHED_XIDS, XID_MEANINGS, XidCounters
+from exporter.sources.xid import WATCHED_XIDS, XidCounters
+from exporter.xid_catalog import XID_CATALOG, xid_bucket
 
 H100 = GPU_MODELS["H100 SXM 80GB"]
 #: Not on a default simulated GPU: the MIG-only families (no simulated GPU is in MIG mode) and
@@ -354,12 +355,15 @@ EVERY_SCENARIO = [
     "power_cap:gpu=1,start=10,duration=40",
     "memory_leak:gpu=2,start=5,duration=100,ramp=30",
     "fragmentation:gpu=3,start=5,duration=100,ramp=30",
-    "gpu_lost:gpu=4,start=30,duration=40",
+    "gpu_lost:gpu=4,start=30,duration=40,reboot=30",
     "xid:gpu=5,start=3,duration=50,code=13,every=3",
     "nvlink_down:gpu=6,start=10,duration=45,link=3",
     "ecc_uncorrectable:gpu=7,start=4,duration=80,every=7",
     "row_remap_pending:gpu=6,start=60,duration=20",
     "idle:gpu=5,start=40,duration=60",
+    "recovery_action:gpu=2,start=120,duration=30,action=drain_and_reset",
+    "thermal_flap:gpu=1,start=60,duration=90,period=20",
+    "power_at_limit:gpu=0,start=90,duration=60",
 ]
 
 
@@ -714,15 +718,123 @@ def test_idle_drops_load_power_and_clocks_and_cools_with_inertia():
     )
 
 
+def recovery(snap, gpu: int) -> float | None:
+    """gpu_recovery_action of `gpu` (None: no such series, as while the GPU is lost)."""
+    found = snap.lookup("gpu_recovery_action", str(gpu))
+    return found[0][1] if found else None
+
+
+def test_the_recovery_action_is_latched_until_the_reset_or_reboot():
+    source, clock = fleet(
+        "ecc_uncorrectable:gpu=7,start=10,duration=65",  # the reset at 75 clears it
+        "gpu_lost:gpu=3,start=10,duration=20",  # answers again at 30, never rebooted
+        "gpu_lost:gpu=4,start=10,duration=20,reboot=15",  # answers at 30, rebooted at 45
+        "xid:gpu=5,start=10,code=95",  # an Xid alone is a counter: stories add recovery_action
+    )
+    expected = {  # t: (GPU 7, GPU 3, GPU 4, GPU 5)
+        9.0: (0, 0, 0, 0),
+        10.0: (1, None, None, 0),
+        29.9: (1, None, None, 0),
+        30.0: (1, 2, 2, 0),
+        44.9: (1, 2, 2, 0),
+        45.0: (1, 2, 0, 0),
+        74.9: (1, 2, 0, 0),
+        75.0: (0, 2, 0, 0),
+        600.0: (0, 2, 0, 0),
+    }
+    for t, want in expected.items():
+        snap = snapshot_at(source, clock, t)
+        assert tuple(recovery(snap, g) for g in (7, 3, 4, 5)) == want, t
+        assert all(recovery(snap, g) == 0 for g in (0, 1, 2, 6)), t
+    assert val(snap, "gpu_up", 3) == 1  # it answers: the reboot it needs is the alert
+
+
+def test_recovery_action_sets_each_action_and_the_most_disruptive_wins():
+    source, clock = fleet(
+        "recovery_action:gpu=0,start=10,duration=20,action=reset",
+        "recovery_action:gpu=1,start=10,duration=20,action=reboot",
+        "recovery_action:gpu=2,start=10,duration=20,action=drain_p2p",
+        "recovery_action:gpu=3,start=10,duration=20,action=drain_and_reset",
+        "recovery_action:gpu=4,start=10,duration=20,action=drain_p2p",
+        "recovery_action:gpu=4,start=15,duration=5,action=reset",  # overlaps: reset wins
+        "ecc_uncorrectable:gpu=5,start=10,duration=20",
+        "recovery_action:gpu=5,start=15,duration=5,action=reboot",  # a reboot resets it too
+    )
+    at = {t: snapshot_at(source, clock, t) for t in (9.0, 10.0, 16.0, 29.9, 30.0)}
+    assert [recovery(at[9.0], g) for g in range(8)] == [0] * 8
+    assert [recovery(at[10.0], g) for g in range(8)] == [1, 2, 3, 4, 3, 1, 0, 0]
+    assert [recovery(at[16.0], g) for g in range(8)] == [1, 2, 3, 4, 1, 2, 0, 0]
+    assert [recovery(at[29.9], g) for g in range(8)] == [1, 2, 3, 4, 3, 1, 0, 0]
+    assert [recovery(at[30.0], g) for g in range(8)] == [0] * 8
+    assert val(at[16.0], "gpu_up", 1) == 1  # the driver asks; the GPU still answers
+
+
+def test_gpu_all_is_the_same_fault_on_every_gpu():
+    source, clock = fleet(
+        "recovery_action:gpu=all,start=5,duration=10,action=reboot",
+        "xid:gpu=all,start=5,code=79",
+        gpus=4,
+    )
+    before, during, after = run(source, clock, [4.0, 5.0, 20.0])
+    for g in range(4):
+        assert (recovery(before, g), recovery(during, g), recovery(after, g)) == (0, 2, 0)
+        assert val(after, "gpu_xid_errors_total", g, xid="79") == 1
+
+
+def test_thermal_flap_is_on_for_its_duty_share_and_hovers_at_the_slowdown_point():
+    times = [float(t) for t in range(0, 221)]
+    with_it, without = paired("thermal_flap:gpu=2,start=60,duration=160,period=40", times, gpus=3)
+    assert_other_gpus_identical(with_it[::30], without[::30], 2)
+    secs = [
+        val(s, "gpu_clock_event_seconds_total", 2, reason="sw_thermal_slowdown") for s in with_it
+    ]
+    assert secs[60] == 0
+    assert secs[220] - secs[60] == 80  # 50% of 160 s: 20 s on, 20 s off, four times
+    for t in range(60, 220):
+        on = (t - 60) % 40 < 20
+        snap, normal = with_it[t], without[t]
+        assert val(snap, "gpu_clock_event_active", 2, reason="sw_thermal_slowdown") == on, t
+        assert val(snap, "gpu_clock_event_active", 2, reason="hw_thermal_slowdown") == 0
+        sm, sm_normal = (val(x, "gpu_clock_hertz", 2, clock="sm") for x in (snap, normal))
+        assert (sm < 0.8 * sm_normal) == on, t  # clocks cut while on, full while off
+        if t >= 120:  # settled: the temperature hovers around the slowdown point
+            temp = val(snap, "gpu_temperature_celsius", 2, sensor="gpu")
+            assert 83.5 <= temp <= 88.5, (t, temp)
+
+
+def test_power_at_limit_hovers_at_97_to_99_percent_with_the_cap_intermittent():
+    times = [float(t) for t in range(0, 131)]
+    source, clock = fleet("power_at_limit:gpu=1,start=10,duration=120,period=10,duty=0.3", gpus=2)
+    snaps = run(source, clock, times)
+    for t in range(10, 130):
+        snap = snaps[t]
+        limit = val(snap, "gpu_power_limit_watts", 1)
+        assert limit == H100.power_limit_watts  # the enforced limit is the TDP: no lowered cap
+        share = val(snap, "gpu_power_watts", 1) / limit
+        assert 0.97 <= share <= 0.99, (t, share)
+        on = (t - 10) % 10 < 3
+        assert val(snap, "gpu_clock_event_active", 1, reason="sw_power_cap") == on, t
+        assert val(snap, "gpu_utilization_ratio", 1) >= 0.9
+    capped = [val(s, "gpu_clock_event_seconds_total", 1, reason="sw_power_cap") for s in snaps]
+    assert capped[130] - capped[10] == pytest.approx(0.3 * 120)
+    assert max(val(s, "gpu_power_watts", 1) / H100.power_limit_watts for s in snaps[:10]) < 0.97
+
+
 # --- shared helpers: Xid counters and clock-event reasons ------------------------------------
 
 
-def test_xid_tables_cover_the_well_known_codes():
-    for code in (13, 31, 43, 45, 48, 61, 62, 63, 64, 68, 69, 74, 79, 92, 94, 95, 119, 120, 140):
-        assert XID_MEANINGS[code]
-    assert {48, 62, 63, 64, 74, 79, 92, 94, 95, 119, 120} == DEAD_GPU_XIDS
-    assert set(WATCHED_XIDS) == set(XID_MEANINGS)
-    assert "fallen off the bus" in XID_MEANINGS[79]
+def test_xid_table_follows_nvidias_resolution_buckets():
+    for code in (13, 31, 43, 45, 48, 62, 63, 64, 68, 69, 74, 79, 92, 94, 95, 119, 120, 140, 154):
+        assert XID_CATALOG[code].description
+    assert xid_bucket(79) == "RESTART_BM"  # fallen off the bus: reboot the node
+    assert xid_bucket(95) == "RESET_GPU" and xid_bucket(94) == "RESTART_APP"
+    assert xid_bucket(63) == "IGNORE" and xid_bucket(154) == "XID_154"
+    assert xid_bucket(9999) == "CONTACT_SUPPORT"  # not in the catalog
+    # every code whose bucket asks more than an application restart is pre-seeded
+    for code, info in XID_CATALOG.items():
+        if info.bucket in ("RESET_GPU", "RESTART_BM", "XID_154"):
+            assert code in WATCHED_XIDS, code
+    assert "fallen off the bus" in XID_CATALOG[79].description
 
 
 def test_xid_counters_pre_seed_every_watched_code_at_zero():

@@ -1,4 +1,4 @@
-"""Xid error codes and a thread-safe per-GPU Xid event counter.
+"""A thread-safe per-GPU Xid event counter (the codes' table: exporter/xid_catalog.py).
 
 The NVML source receives Xid events on a watcher thread (`nvmlEventSetWait`) and the sampler
 reads the counts from its own thread; the simulated fleet counts its scripted events here too.
@@ -14,49 +14,10 @@ from collections.abc import Iterable
 
 from exporter import catalog
 from exporter.samples import Sample
+from exporter.xid_catalog import WATCHED_XIDS, xid_bucket, xid_meaning
 
-#: Short meanings of the well-known Xid codes (NVIDIA's Xid catalog, abridged).
-XID_MEANINGS: dict[int, str] = {
-    8: "GPU stopped processing (channel idle timeout)",
-    13: "Graphics engine exception (often an application fault such as an illegal access)",
-    31: "GPU memory page fault (MMU fault)",
-    32: "Invalid or corrupted push buffer stream",
-    38: "Driver firmware error",
-    43: "GPU stopped processing (the application's channel was reset)",
-    45: "Preemptive cleanup after a previous error (contexts killed)",
-    48: "Double-bit ECC error",
-    61: "Internal micro-controller breakpoint or warning",
-    62: "Internal micro-controller halt",
-    63: "ECC page retirement or row remapping recorded (reset the GPU to apply)",
-    64: "ECC page retirement or row remapping recording failure",
-    68: "Video processor exception",
-    69: "Graphics engine class error",
-    74: "NVLink error",
-    79: "GPU has fallen off the bus",
-    92: "High single-bit ECC error rate",
-    94: "Contained ECC error (restart the affected application)",
-    95: "Uncontained ECC error (reset the GPU)",
-    119: "GSP RPC timeout",
-    120: "GSP error",
-    140: "Unrecovered ECC error",
-    154: "GPU recovery action changed (reset or reboot required)",
-}
-
-#: Codes after which the GPU is dead or unusable until a reset, reboot or replacement.
-DEAD_GPU_XIDS: frozenset[int] = frozenset({48, 62, 63, 64, 74, 79, 92, 94, 95, 119, 120})
-
-#: Codes pre-seeded at 0 for every GPU.
-WATCHED_XIDS: tuple[int, ...] = tuple(sorted(XID_MEANINGS))
-
-
-def xid_meaning(code: int) -> str:
-    """A short meaning of `code` ("unknown Xid" when it is not a well-known code)."""
-    return XID_MEANINGS.get(code, "unknown Xid")
-
-
-def is_dead_gpu_xid(code: int) -> bool:
-    """True when `code` means the GPU is dead or unusable until reset or replaced."""
-    return code in DEAD_GPU_XIDS
+#: The catalog's table lives at the base of the package, where generators can import it.
+__all__ = ["WATCHED_XIDS", "XidCounters", "xid_bucket", "xid_meaning"]
 
 
 class XidCounters:

@@ -19,6 +19,8 @@ applies to every GPU:
   hostengine down|up|restart    down: calls on a connection and new connects fail with
                                 CONNECTION_NOT_VALID; up/restart: a new hostengine (field groups,
                                 watches and old handles gone)
+  hostengine unknown F,F...     a hostengine older than these fields: a field group naming one
+                                is refused (BADPARAM), e.g. 1523 before DCGM 4.5
   driver V                      driver version
   profiling ok|requires_root|not_supported|module_not_loaded|in_use
                                 what watching a profiling field (1001+) answers
@@ -30,6 +32,8 @@ applies to every GPU:
   gpu I blank F,F... [KIND]     fields (numbers) blank: blank|not_found|not_supported|
                                 no_permission (the sentinel DCGM stores); `unblank F,F...`
   gpu I xid CODE                an Xid: field 230 becomes CODE with the current timestamp
+  gpu I recovery_action A       field 1523 (the driver's recovery action) answers A (0-7);
+                                `gpu I blank 1523 [KIND]` plays a driver or DCGM without it
   gpu I link L up|down|disabled
   gpu I ecc_sbe|ecc_dbe|pcie_replay|crc_flit|crc_data|replay|recovery N   add N
   gpu I remap COR UNC PENDING FAILURE

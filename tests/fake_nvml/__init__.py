@@ -34,6 +34,9 @@ starts a comment, `gpu *` applies to every GPU:
   gpu I nvlink_error crc_flit|crc_data|replay|recovery N
   gpu I remap COR UNC PENDING FAILURE   remapped rows
   gpu I pcie_replay N         add N PCIe replays
+  gpu I recovery_action A     field 230 (NVML_FI_DEV_GET_GPU_RECOVERY_ACTION) answers A (0 none,
+                              1 GPU reset, 2 node reboot, 3 drain P2P, 4 drain and reset, ...7);
+                              `unsupported`: that entry answers NotSupported (a driver < R565)
 """
 
 from __future__ import annotations

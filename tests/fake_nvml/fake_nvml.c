@@ -111,6 +111,7 @@ _Static_assert(sizeof(nvmlTemperature_v1_t) == 12, "nvmlTemperature_v1_t is 12 b
 #define FI_NVLINK_LINK_COUNT 91
 #define FI_NVLINK_TX_DATA 138
 #define FI_NVLINK_RX_DATA 139
+#define FI_GPU_RECOVERY_ACTION 230
 
 #define EVENT_XID 0x8ull
 #define DELIM " \t\r\n"
@@ -154,6 +155,7 @@ struct fake_device {
     double link_base_tx[MAX_LINKS], link_base_rx[MAX_LINKS], link_since[MAX_LINKS];
     unsigned long long ecc[2], nvlink_errors[4], pcie_replays;
     unsigned int remap[4];
+    int recovery_action;         /* nvmlDeviceGpuRecoveryAction_t; -1: NotSupported */
     int nprocs;
     struct process procs[MAX_PROCS];
 };
@@ -369,6 +371,14 @@ static int gpu_command(struct fake_device *g, char **save, char *err, size_t err
     } else if (!strcmp(verb, "remap") && a && b && c && d) {
         g->remap[0] = atoi(a), g->remap[1] = atoi(b), g->remap[2] = atoi(c), g->remap[3] = atoi(d);
     } else if (!strcmp(verb, "pcie_replay") && a) g->pcie_replays += strtoull(a, NULL, 10);
+    else if (!strcmp(verb, "recovery_action") && a) {
+        char *end;
+        long action = strtol(a, &end, 10);
+        if (!strcmp(a, "unsupported")) g->recovery_action = -1;
+        else if (*end || action < 0 || action > 7)
+            return snprintf(err, errlen, "recovery_action: 0-7 or unsupported, not %s", a), -1;
+        else g->recovery_action = (int)action;
+    }
     else return snprintf(err, errlen, "unknown or incomplete gpu command %s", verb), -1;
     return 0;
 }
@@ -952,6 +962,11 @@ static void field_value(nvmlDevice_t d, nvmlFieldValue_t *v, long long stamp) {
             return;
         }
         v->value.ullVal = link_counter(d, (int)v->scopeId, v->fieldId == FI_NVLINK_RX_DATA);
+        return;
+    case FI_GPU_RECOVERY_ACTION: /* drivers before R565 answer NotSupported */
+        if (d->recovery_action < 0) break;
+        v->valueType = VT_UINT;
+        v->value.uiVal = (unsigned int)d->recovery_action;
         return;
     }
     v->nvmlReturn = NVML_ERROR_NOT_SUPPORTED;

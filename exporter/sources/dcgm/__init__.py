@@ -36,6 +36,7 @@ PROVIDES: dict[str, str] = {
     "gpu_remapped_rows": "",
     "gpu_row_remap_pending": "",
     "gpu_row_remap_failure": "",
+    "gpu_recovery_action": "DCGM 4.5 and later",
     "gpu_xid_errors_total": "the last Xid per collection",
     "gpu_sm_active_ratio": "profiling module",
     "gpu_sm_occupancy_ratio": "profiling module",

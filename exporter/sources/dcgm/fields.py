@@ -78,6 +78,14 @@ NVLINK_CRC_DATA = _f("nvlink_crc_data", 419, "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_
 NVLINK_REPLAY = _f("nvlink_replay", 429, "DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL")
 NVLINK_RECOVERY = _f("nvlink_recovery", 439, "DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL")
 XID = _f("xid", 230, "DCGM_FI_DEV_XID_ERRORS")
+# The driver's recovery action (nvmlDeviceGpuRecoveryAction_t): DCGM 4.5 and later; 4.6 drops
+# the GET_ from its name.
+RECOVERY_ACTION = _f(
+    "recovery_action",
+    1523,
+    "DCGM_FI_DEV_GPU_RECOVERY_ACTION",
+    "DCGM_FI_DEV_GET_GPU_RECOVERY_ACTION",
+)
 # Profiling (the profiling module: DCGM_FI_PROF_*). PCIe and NVLink are rates in bytes/s.
 SM_ACTIVE = _f("sm_active", 1002, "DCGM_FI_PROF_SM_ACTIVE")
 SM_OCCUPANCY = _f("sm_occupancy", 1003, "DCGM_FI_PROF_SM_OCCUPANCY")
@@ -122,6 +130,10 @@ BASIC: tuple[Field, ...] = (
     NVLINK_RECOVERY,
     XID,
 )
+#: Watched in a field group of their own: fields newer than hostengines still in service. A
+#: hostengine older than a field refuses every group that names it, so these cost only their own
+#: families there; bindings older than a field skip it (an info line, not a warning).
+RECENT: tuple[Field, ...] = (RECOVERY_ACTION,)
 #: Watched in a second field group: the profiling module may refuse it without harming BASIC.
 PROFILING: tuple[Field, ...] = (
     SM_ACTIVE,

@@ -56,6 +56,7 @@ DIRECT: tuple[tuple[Field, MetricFamily, float, dict[str, str]], ...] = (
     (F.ECC_DBE, catalog.GPU_ECC_ERRORS, 1.0, {"type": "uncorrected"}),
     (F.ROWS_CORRECTABLE, catalog.GPU_REMAPPED_ROWS, 1.0, {"kind": "correctable"}),
     (F.ROWS_UNCORRECTABLE, catalog.GPU_REMAPPED_ROWS, 1.0, {"kind": "uncorrectable"}),
+    (F.RECOVERY_ACTION, catalog.GPU_RECOVERY_ACTION, 1.0, {}),
 )
 #: Fields that are true/false: published as 1 or 0.
 FLAGS: tuple[tuple[Field, MetricFamily], ...] = (
@@ -247,7 +248,8 @@ class Gpu:
             )
 
     def _kind(self, basic: Values, f: Field) -> str:
-        if self.numbers.get(f.key) is None:
+        number_ = self.numbers.get(f.key)
+        if number_ is None or number_ not in basic:  # unknown to the bindings or the hostengine
             return "not watched"
         return blank_kind(self.value(basic, f))
 

@@ -6,9 +6,11 @@ Lifecycle:
   SourceUnavailable with one line saying why: the exporter keeps serving, with
   `exporter_source_up{source="dcgm"} 0`, and tries again with backoff (1 s doubling to 60 s);
   cycles in between fail fast without touching DCGM.
-- Two field groups are watched on all GPUs at the collection interval (the hostengine samples;
-  each cycle reads the latest values): the core fields, and the profiling fields on their own
-  (profiling.py), so a profiling module that refuses costs only the profiling families.
+- Three field groups are watched on all GPUs at the collection interval (the hostengine
+  samples; each cycle reads the latest values): the core fields; the profiling fields on their
+  own (profiling.py), so a profiling module that refuses costs only the profiling families; and
+  the fields newer than some hostengines in service (the recovery action, DCGM 4.5), so an older
+  hostengine that refuses them costs only their families.
 - A lost connection (the hostengine stopped or restarted) makes the source down in the same
   way, and it reconnects with backoff, making its field groups and watches again. GPUs are
   matched by UUID across reconnects; Xid counts and byte totals carry on.
@@ -71,6 +73,7 @@ class DcgmSource:
         self._conn: Connection | None = None
         self._profiling: Profiling | None = None
         self._basic_fg: Any = None
+        self._recent_fg: Any = None
         self._reason = "DCGM not connected yet"
         self._gpus: list[Gpu] = []
         self._xids = XidCounters()
@@ -104,6 +107,8 @@ class DcgmSource:
                 if self._profiling.due():
                     self._profiling.start(conn, self.interval)
                 basic = conn.latest(self._basic_fg)
+                if self._recent_fg is not None:
+                    basic = _merged(basic, conn.latest(self._recent_fg))
                 profiling = self._profiling.read(conn)
                 links = self._links(conn)
                 return self._samples(conn, basic, profiling, links)
@@ -167,15 +172,17 @@ class DcgmSource:
         self.connects += 1
 
     def _resolve(self, b: Bindings) -> F.Resolved:
-        resolved = F.resolve(b.dcgm_fields, (*F.BASIC, *F.PROFILING))
+        resolved = F.resolve(b.dcgm_fields, (*F.BASIC, *F.RECENT, *F.PROFILING))
         if resolved.deprecated:
             log.debug("deprecated DCGM field names used: %s", ", ".join(resolved.deprecated))
+        recent = {f.key for f in F.RECENT}
         for key, why in resolved.skipped.items():
-            log.warning("DCGM field %s is not watched: %s", key, why)
+            level = logging.INFO if key in recent else logging.WARNING  # older DCGM: expected
+            log.log(level, "DCGM field %s is not watched: %s", key, why)
         return resolved
 
     def _setup(self, conn: Connection) -> None:
-        """Find the GPUs, watch both field groups and read once (the NVML index, the Xid
+        """Find the GPUs, watch the field groups and read once (the NVML index, the Xid
         starting point)."""
         resolved = self._resolved
         assert resolved is not None
@@ -183,6 +190,7 @@ class DcgmSource:
         if not ids and not self._gpus:
             raise SourceUnavailable(f"{self.where} sees no supported GPU; retrying with backoff")
         self._basic_fg = conn.watch("basic", resolved.ids(F.BASIC), self.interval)
+        self._recent_fg = self._watch_recent(conn, resolved.ids(F.RECENT))
         if self._profiling is None:
             self._profiling = Profiling(
                 resolved.ids(F.PROFILING), Backoff(*self._profiling_retry, clock=self._clock)
@@ -191,6 +199,25 @@ class DcgmSource:
         conn.update_all()
         first = conn.latest(self._basic_fg)
         self._attach(conn, ids, first)
+
+    def _watch_recent(self, conn: Connection, ids: list[int]) -> Any:
+        """The RECENT field group, or None when these bindings or the hostengine lack them."""
+        if not ids:
+            return None
+        try:
+            return conn.watch("recent", ids, self.interval)
+        except Exception as exc:
+            if classify(exc) is ErrorClass.CONNECTION or self._bindings is None:
+                raise
+            if not _is_dcgm_error(self._bindings, exc):
+                raise
+            names = ", ".join(f.key for f in F.RECENT)
+            self._warn_once(
+                "recent",
+                f"{self.where} refused the fields newer than it ({names}): {describe(exc)}; "
+                "their families are absent, every other series carries on",
+            )
+            return None
 
     def _attach(self, conn: Connection, ids: list[int], first: Mapping[int, Any]) -> None:
         """Identify the GPUs: on the first connection, make them; later, match them by UUID."""
@@ -298,6 +325,11 @@ class DcgmSource:
         if key not in self._warned:
             self._warned.add(key)
             log.warning(message)
+
+
+def _merged(basic: Mapping[int, Any], recent: Mapping[int, Any]) -> dict[int, dict[int, Any]]:
+    """Each GPU's values of both field groups, by DCGM GPU id then field number."""
+    return {gpu: {**values, **recent.get(gpu, {})} for gpu, values in basic.items()}
 
 
 def _is_dcgm_error(b: Bindings, exc: BaseException) -> bool:

@@ -40,6 +40,7 @@ PROVIDES: dict[str, str] = {
     "gpu_remapped_rows": "",
     "gpu_row_remap_pending": "",
     "gpu_row_remap_failure": "",
+    "gpu_recovery_action": "driver R565 and later",
     "gpu_xid_errors_total": "every event",
 }
 

@@ -43,6 +43,11 @@ CLOCKS = {
     "video": pynvml.NVML_CLOCK_VIDEO,
 }
 
+#: The driver's latched recovery action (nvmlDeviceGpuRecoveryAction_t), from driver R565;
+#: older drivers answer NotSupported for the entry, so the family is absent there.
+#: nvidia-ml-py before 12.565 lacks the name.
+GPU_RECOVERY_ACTION = getattr(pynvml, "NVML_FI_DEV_GET_GPU_RECOVERY_ACTION", 230)
+
 #: Device-wide fields read in one nvmlDeviceGetFieldValues call: id -> (family, extra labels).
 SCALAR_FIELDS: dict[int, tuple[MetricFamily, dict[str, str]]] = {
     pynvml.NVML_FI_DEV_MEMORY_TEMP: (catalog.GPU_TEMPERATURE, {"sensor": "memory"}),
@@ -64,6 +69,7 @@ SCALAR_FIELDS: dict[int, tuple[MetricFamily, dict[str, str]]] = {
         catalog.GPU_NVLINK_ERRORS,
         {"type": "recovery"},
     ),
+    GPU_RECOVERY_ACTION: (catalog.GPU_RECOVERY_ACTION, {}),
 }
 #: The NVLink error totals only mean something on a GPU with NVLink links.
 NVLINK_ONLY_FIELDS = frozenset(
@@ -423,7 +429,7 @@ class GpuReaders:
             if fid not in kept:
                 family, extra = SCALAR_FIELDS[fid]
                 detail = ",".join(f"{k}={v}" for k, v in extra.items())
-                p.unsupported.append(f"{family.name}{{{detail}}}")
+                p.unsupported.append(f"{family.name}{{{detail}}}" if detail else family.name)
         if not links:
             p.unsupported.append(catalog.GPU_NVLINK_ERRORS.name)
         if not data_links:

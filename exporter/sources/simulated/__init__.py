@@ -38,6 +38,7 @@ PROVIDES: dict[str, str] = {
         "gpu_remapped_rows",
         "gpu_row_remap_pending",
         "gpu_row_remap_failure",
+        "gpu_recovery_action",
         "gpu_xid_errors_total",
         "gpu_sm_active_ratio",
         "gpu_sm_occupancy_ratio",

@@ -26,9 +26,11 @@ from exporter.samples import Sample
 from exporter.sources.clock_events import CLOCK_EVENT_REASONS
 from exporter.sources.simulated.models import DEFAULT_MODEL, MHZ, MIB, GpuModel, gpu_model
 from exporter.sources.simulated.scenarios import (
+    ACTION_SEVERITY,
     DEFAULT_ECC_EVERY_SECONDS,
     DEFAULT_POWER_CAP_SHARE,
     DEFAULT_RAMP_SECONDS,
+    RECOVERY_ACTIONS,
     Scenario,
 )
 from exporter.sources.xid import XidCounters
@@ -41,6 +43,12 @@ ALLOC_GRANULE = 2 * MIB
 COOLING_FAILURE_CELSIUS = 60.0  # thermal_throttle: the target temperature rises by this
 THROTTLE_PER_CELSIUS = 0.2  # clock share lost per °C above the sw slowdown temperature
 THROTTLE_FLOOR = 0.05
+FLAP_CLOCK_SHARE = 0.7  # thermal_flap: clock share while the slowdown is on
+FLAP_ABOVE_CELSIUS = 1.5  # thermal_flap: target this far above / below the slowdown point
+FLAP_BELOW_CELSIUS = 2.5
+AT_LIMIT_CLOCK_SHARE = 0.93  # power_at_limit: clock share while sw_power_cap is on
+ACTION_NODE_REBOOT = RECOVERY_ACTIONS["reboot"]
+ACTION_GPU_RESET = RECOVERY_ACTIONS["reset"]
 RETRY_EVERY_SECONDS = 2.0  # memory full: one alloc retry per this
 OOM_DELAY_SECONDS = 5.0  # first OOM this long after memory became full
 OOM_EVERY_SECONDS = 10.0
@@ -157,9 +165,11 @@ class _Gpu:
         util = self.base + self.amplitude * math.sin(_TAU * t / self.period + self.phase)
         util += 0.08 * (r1 - 0.5)
         caps = self._active("power_cap", t)
+        at_limit = self._active("power_at_limit", t)
+        flaps = self._active("thermal_flap", t)
         if self._active("idle", t):
             util = 0.01 * r1
-        elif caps:
+        elif caps or at_limit:
             util = max(util, 0.90 + 0.06 * r1)
         util = min(1.0, max(0.0, util))
         limit = min(
@@ -167,7 +177,12 @@ class _Gpu:
             default=m.power_limit_watts,
         )
         share = 1.0  # clock share left by thermal slowdown and the power cap
-        if temp >= m.sw_thermal_slowdown_celsius:
+        sw_thermal = temp >= m.sw_thermal_slowdown_celsius
+        hw_thermal = temp >= m.hw_thermal_slowdown_celsius
+        if flaps:  # the slowdown follows the scenario's phase, the temperature hovers near it
+            sw_thermal, hw_thermal = any(s.phase_on(t) for s in flaps), False
+            share = FLAP_CLOCK_SHARE if sw_thermal else 1.0
+        elif sw_thermal:
             drop = THROTTLE_PER_CELSIUS * (temp - m.sw_thermal_slowdown_celsius)
             share = max(THROTTLE_FLOOR, 1.0 - drop)
         dynamic = (m.power_limit_watts - m.idle_watts) * POWER_SHARE_AT_FULL_LOAD * util
@@ -178,6 +193,12 @@ class _Gpu:
             power = limit * (1.0 - 0.004 * r2)
         else:
             power = min(limit, power * (1.0 + 0.02 * (r2 - 0.5)))
+        if at_limit:  # hovering under the limit: 97-98% with the cap off, 98-99% with it on
+            on = any(s.phase_on(t) for s in at_limit)
+            power = limit * ((0.98 if on else 0.97) + 0.01 * r2)
+            capped = capped or on
+            if on:
+                share = min(share, AT_LIMIT_CLOCK_SHARE)
         busy = util >= IDLE_UTILIZATION
         if busy:
             sm = max(m.idle_sm_hertz, m.max_sm_hertz * share * (0.97 + 0.03 * r3))
@@ -185,12 +206,11 @@ class _Gpu:
         else:
             sm, video = m.idle_sm_hertz, m.idle_video_hertz
         sm = _mhz(min(sm, m.max_sm_hertz))
-        hw_thermal = temp >= m.hw_thermal_slowdown_celsius
         active = {
             "gpu_idle": not busy,
             "sw_power_cap": capped,
             "hw_slowdown": hw_thermal,
-            "sw_thermal_slowdown": temp >= m.sw_thermal_slowdown_celsius,
+            "sw_thermal_slowdown": sw_thermal,
             "hw_thermal_slowdown": hw_thermal,
         }
         tx_rate = 0.0
@@ -199,6 +219,10 @@ class _Gpu:
             up_share = (m.nvlink_links - len(down)) / m.nvlink_links
             tx_rate = m.nvlink_full_load_bytes_per_second * util * min(1.0, share) * up_share
         offset = COOLING_FAILURE_CELSIUS if self._active("thermal_throttle", t) else 0.0
+        target = m.inlet_celsius + offset + m.thermal_resistance * power
+        if flaps:
+            edge = FLAP_ABOVE_CELSIUS if sw_thermal else -FLAP_BELOW_CELSIUS
+            target = m.sw_thermal_slowdown_celsius + edge
         copy_util = min(1.0, util * self.copy_share * (0.95 + 0.1 * r3))
         sm_active = min(1.0, util * self.sm_share)
         tensor = 0.9 + 0.1 * math.sin(_TAU * t / self.tensor_wave[0] + self.tensor_wave[1])
@@ -217,7 +241,7 @@ class _Gpu:
             reasons=tuple(active.get(r, False) for r in _REASONS),
             tx_rate=tx_rate,
             rx_rate=tx_rate * self.rx_share,
-            target=m.inlet_celsius + offset + m.thermal_resistance * power,
+            target=target,
             sm_active=sm_active,
             sm_occupancy=sm_active * self.occupancy_share,
             tensor_active=sm_active * self.tensor_share * tensor,
@@ -302,6 +326,18 @@ class _Gpu:
                 c["recovery"] += _events(s.start, NVLINK_RECOVERY_EVERY_SECONDS, s.end, t)
         return c
 
+    def recovery_action(self, t: float) -> int:
+        """What the driver asks for at t (nvmlDeviceGpuRecoveryAction_t), held until cleared."""
+        actions = [0]
+        for s in self.scenarios:
+            if s.name == "ecc_uncorrectable" and s.active(t):
+                actions.append(ACTION_GPU_RESET)  # cleared by the reset that ends it
+            elif s.name == "recovery_action" and s.active(t):
+                actions.append(RECOVERY_ACTIONS[s.action or ""])
+            elif s.name == "gpu_lost" and s.end <= t < s.end + (s.reboot or math.inf):
+                actions.append(ACTION_NODE_REBOOT)  # answers again, but needs the reboot
+        return max(actions, key=ACTION_SEVERITY.index)
+
     def xids(self, t: float) -> dict[int, int]:
         """Xid code -> scripted events counted by t."""
         out: dict[int, int] = {}
@@ -362,6 +398,7 @@ class _Gpu:
             c.GPU_REMAPPED_ROWS.sample(0, **lb, kind="uncorrectable"),
             c.GPU_ROW_REMAP_PENDING.sample(0, **lb),
             c.GPU_ROW_REMAP_FAILURE.sample(0, **lb),
+            c.GPU_RECOVERY_ACTION.sample(0, **lb),
             c.TORCH_CUDA_MEMORY_ALLOCATED.sample(0, **lb),
             c.TORCH_CUDA_MEMORY_RESERVED.sample(0, **lb),
             c.TORCH_CUDA_MEMORY_INACTIVE_SPLIT.sample(0, **lb),
@@ -422,6 +459,7 @@ class _Gpu:
             n["remapped"],
             int(pending),
             0,
+            self.recovery_action(t),
             allocated,
             reserved,
             split,
@@ -469,7 +507,7 @@ class SimulatedSource:
         self._t = 0.0
         self._lock = threading.Lock()
         self._gpus = [
-            _Gpu(i, self.model, seed, [s for s in self.scenarios if s.gpu == i])
+            _Gpu(i, self.model, seed, [s for s in self.scenarios if s.on_gpu(i)])
             for i in range(gpus)
         ]
         self._xids = XidCounters()

@@ -48,7 +48,7 @@ STATUS_OK, STATUS_LOST = 1, 4
 COUNTERS = ("ecc_sbe", "ecc_dbe", "pcie_replay", "crc_flit", "crc_data", "replay", "recovery")
 LINK_NOT_SUPPORTED, LINK_DISABLED, LINK_DOWN, LINK_UP = 0, 1, 2, 3
 MAX_LINKS = 18
-PROFILING_FIRST = 1001
+PROFILING = range(1001, 1100)  # the DCGM_FI_PROF_* fields
 
 
 class EngineError(Exception):
@@ -92,6 +92,7 @@ FIELDS: dict[int, tuple[str, str, tuple[str, ...]]] = {
     419: ("i", "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL", ()),
     429: ("i", "DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL", ()),
     439: ("i", "DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL", ()),
+    1523: ("i", "DCGM_FI_DEV_GPU_RECOVERY_ACTION", ("DCGM_FI_DEV_GET_GPU_RECOVERY_ACTION",)),
     1001: ("d", "DCGM_FI_PROF_GR_ENGINE_ACTIVE", ()),
     1002: ("d", "DCGM_FI_PROF_SM_ACTIVE", ()),
     1003: ("d", "DCGM_FI_PROF_SM_OCCUPANCY", ()),
@@ -120,6 +121,7 @@ class Gpu:
     remap: tuple[int, int, int, int] = (0, 0, 0, 0)  # correctable, uncorrectable, pend, fail
     links: list[int] = field(default_factory=list)
     xid: tuple[int, int] | None = None  # (code, ts usec) of the last Xid
+    recovery_action: int = 0  # nvmlDeviceGpuRecoveryAction_t, field 1523
 
     @property
     def uuid(self) -> str:
@@ -160,6 +162,7 @@ class Engine:
         self.profiling = "ok"
         self.profiling_paused = False
         self.nvlinks = MAX_LINKS
+        self.unknown_fields: set[int] = set()  # fields newer than this hostengine
         self.start = self.clock()
         self.gpus = [self._gpu(i) for i in range(8)]
         self.field_groups: dict[int, tuple[int, str, tuple[int, ...]]] = {}  # id: gen, name
@@ -233,8 +236,10 @@ class Engine:
                 self.generation += 1
                 self.field_groups.clear()
                 self.watches.clear()
+            elif w[1] == "unknown":
+                self.unknown_fields = {int(n) for n in w[2].split(",")}
             else:
-                raise ValueError("hostengine down|up|restart")
+                raise ValueError("hostengine down|up|restart|unknown F,F...")
         elif head == "driver":
             self.driver = w[1]
         elif head == "profiling":
@@ -279,6 +284,11 @@ class Engine:
         elif what == "link":
             states = {"up": LINK_UP, "down": LINK_DOWN, "disabled": LINK_DISABLED}
             g.links[int(w[1])] = states[w[2]]
+        elif what == "recovery_action":
+            action = int(w[1])
+            if not 0 <= action <= 7:
+                raise ValueError("recovery_action 0-7")
+            g.recovery_action = action
         elif what == "xid":
             now = int(self.clock() * 1e6)
             last = g.xid[1] if g.xid else 0
@@ -332,7 +342,8 @@ class Engine:
             self.check(handle)
             if any(n == name for _, n, _ in self.field_groups.values()):
                 raise EngineError(DUPLICATE_KEY)
-            if not field_ids or any(f not in FIELDS for f in field_ids):
+            known = set(FIELDS) - self.unknown_fields
+            if not field_ids or any(f not in known for f in field_ids):
                 raise EngineError(BADPARAM)
             fg = self._next_id
             self._next_id += 1
@@ -353,7 +364,7 @@ class Engine:
             if group is None:
                 raise EngineError(BADPARAM)
             ids = group[2]
-            if any(f >= PROFILING_FIRST for f in ids) and self.profiling != "ok":
+            if any(f in PROFILING for f in ids) and self.profiling != "ok":
                 raise EngineError(PROFILING_MODES[self.profiling])
             self.watches[int(fg)] = Watch(int(update_us), ids)
 
@@ -402,7 +413,7 @@ class Engine:
             return (fid, kind, OK, _blank(kind, 0), ts)
         if fid in g.blanks:
             return (fid, kind, OK, _blank(kind, g.blanks[fid]), ts)
-        if fid >= PROFILING_FIRST and self.profiling_paused:
+        if fid in PROFILING and self.profiling_paused:
             return (fid, kind, OK, _blank(kind, 0), ts)
         if fid in (1011, 1012) and not self.nvlinks:
             return (fid, kind, OK, _blank(kind, 2), ts)
@@ -456,6 +467,7 @@ class Engine:
             1010: u * 12_000_000,
             1011: u * 1_000_000_000,
             1012: u * 900_000_000,
+            1523: g.recovery_action,
         }
         return table[fid]
 
