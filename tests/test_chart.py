@@ -313,3 +313,20 @@ def test_custom_thresholds_move_the_chart(tmp_path: Path):
     assert rule["spec"]["groups"] == custom["groups"]
     default = one(render_value_set("default"), "PrometheusRule")
     assert rule["spec"]["groups"] != default["spec"]["groups"]
+
+
+def test_the_packaged_chart_renders_the_same(tmp_path: Path):
+    """`helm package` keeps files/ (the .helmignore drops only ci/): the archive a user installs
+    renders what the tests checked."""
+    archive = helm_python.package(CHART, destination=tmp_path)
+    chart = helm_python.Chart.load_archive(Path(archive).read_bytes())
+    values = value_set("production")
+    packed = chart.render(values, name="gie", namespace=NAMESPACE)
+    assert {k.split("/templates/", 1)[1]: v for k, v in packed.items()} == render_files(values)
+    assert not [f["name"] for f in chart.files if f["name"].startswith("ci/")]
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_chart_accepts_the_kubernetes_versions_it_claims(version):
+    report = helm_python.lint(CHART, strict=True, kube_version=f"v{version}")
+    assert report["errors"] == [] and not [m for m in report["messages"] if m["severity"] >= 2]
