@@ -248,6 +248,11 @@ def test_the_sidecar_container_fits_an_inference_pod_and_both_are_scraped():
     assert container["ports"][0]["name"] == "gie-metrics"
     assert "--backend=nvml" in container["args"] and "--no-harness" in container["args"]
     assert "NODE_NAME" in env(container) and "POD_NAME" in env(container)
+    # In someone else's pod, the container carries its own non-root identity and seccomp.
+    sc = container["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 65532
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"] == {"drop": ["ALL"]}
     engine = {"name": "vllm", "image": "vllm/vllm-openai:v0.10.2", "ports": []}
     engine["ports"].append({"name": "http", "containerPort": 8000})
     engine["resources"] = {"limits": {GPU_RESOURCE: 1}}

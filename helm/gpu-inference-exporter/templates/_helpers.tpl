@@ -162,6 +162,10 @@ securityContext:
 {{- if $profiling }}
 {{- $caps := dict "drop" (list "ALL") "add" (list "SYS_ADMIN") }}
 {{ toYaml (merge (dict "runAsNonRoot" false "runAsUser" 0 "capabilities" $caps) (deepCopy $v.securityContext)) | indent 2 }}
+{{- else if $sidecar }}
+{{- /* In someone else's pod: carry the pod-level settings on the container itself. */}}
+{{- $own := pick $v.podSecurityContext "runAsNonRoot" "runAsUser" "runAsGroup" "seccompProfile" }}
+{{ toYaml (merge (deepCopy $v.securityContext) $own) | indent 2 }}
 {{- else }}
 {{ toYaml $v.securityContext | indent 2 }}
 {{- end }}
