@@ -50,6 +50,7 @@ def artifacts(alerts_config: str | None = None, root: Path | None = None) -> dic
 
     try:
         from dashboards.build import artifacts as dashboard_artifacts
+        from exporter.chart import artifacts as chart_artifacts
     except ImportError as exc:
         raise MissingExtra(
             f"generate needs {exc.name or 'grafanalib'}, which the generate extra installs: "
@@ -61,6 +62,7 @@ def artifacts(alerts_config: str | None = None, root: Path | None = None) -> dic
         **alert_artifacts(alerts_config),
     }
     generated.update(dashboard_artifacts(alerts_config))
+    generated.update(chart_artifacts(generated))  # the Helm chart's copies of the above
     readme = generated["README.md"]
     generated["README.md"] = lambda text: replace_block(
         readme(text), BACKENDS_BEGIN, BACKENDS_END, backend_table()
