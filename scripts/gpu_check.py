@@ -146,8 +146,12 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+#: Labels every series of the exporter carries (identity, not a row of its own).
+IDENTITY_LABELS = ("gpu", "uuid", "node", "cluster", "namespace", "pod")
+
+
 def row_key(name: str, labels: dict[str, str]) -> str:
-    extra = {k: v for k, v in labels.items() if k not in ("gpu", "uuid")}
+    extra = {k: v for k, v in labels.items() if k not in IDENTITY_LABELS}
     if len(extra) == 1 and next(iter(extra)) in ROW_PER_VALUE:
         k, v = next(iter(extra.items()))
         return f"{name}{{{k}={v}}}"
