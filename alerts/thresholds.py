@@ -33,6 +33,8 @@ from typing import Any
 
 import yaml
 
+from exporter import catalog
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
 _UNITS = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -106,6 +108,16 @@ class Hold:
     """A state alert: the condition holds for `for_`."""
 
     for_: Duration
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """A GPU that does not answer for `for_`, or that answers less than `flapping_share` of
+    `flapping_window` (a GPU that comes and goes never holds `gpu_up == 0` for long)."""
+
+    for_: Duration
+    flapping_window: Duration = Duration(10 * MINUTE)
+    flapping_share: float = 0.75
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,7 +393,7 @@ class Thresholds:
     gpu_power_capped: PowerCapped = PowerCapped(
         ratio=0.95, window=Duration(30 * MINUTE), share=0.5, for_=Duration(5 * MINUTE)
     )
-    gpu_lost: Hold = Hold(Duration(MINUTE))
+    gpu_lost: Lost = Lost(Duration(MINUTE))
     gpu_missing: GpuCount = GpuCount(lookback=Duration(DAY), for_=Duration(2 * MINUTE))
     gpu_recovery_action: Hold = Hold(Duration(0))
     gpu_xid: XidPolicy = XidPolicy(
@@ -463,7 +475,8 @@ class Thresholds:
     exporter_stale: Staleness = Staleness(after=Duration(MINUTE), for_=Duration(MINUTE))
     # One page for a fleet-wide fault; every alert keeps firing this long through a gap
     # (an exporter rollout) so that it neither resolves nor pages again.
-    fleet_wide: FleetWide = FleetWide(min_nodes=3, for_=Duration(2 * MINUTE))
+    # pending alerts count too: the fleet page comes before the per-node ones and silences them
+    fleet_wide: FleetWide = FleetWide(min_nodes=3, for_=Duration(0))
     keep_firing_for: Duration = Duration(2 * MINUTE)
     scopes: tuple[Scope, ...] = ()
     links: Links = field(default_factory=Links)
@@ -493,6 +506,16 @@ def reachability_problems(t: Thresholds) -> list[str]:
             out.append(
                 f"{key}: {tier.threshold:g}s is at or above the request deadline "
                 f"({deadline:g}s, inference_limits.request_deadline): it can never fire"
+            )
+    for key, slo, family in (
+        ("inference_ttft_slo", t.inference_ttft_slo, catalog.INFERENCE_TIME_TO_FIRST_TOKEN),
+        ("inference_tpot_slo", t.inference_tpot_slo, catalog.INFERENCE_TIME_PER_OUTPUT_TOKEN),
+    ):
+        if slo.target not in family.buckets:
+            out.append(
+                f"{key}.target: {slo.target:g}s is not a bucket bound of {family.name} "
+                f"({', '.join(f'{b:g}' for b in family.buckets)}): the share of requests "
+                "within it cannot be counted"
             )
     if t.inference_ttft_slo.target >= deadline:
         out.append(

@@ -205,7 +205,8 @@ def test_the_committed_rule_file_has_the_expected_shape():
         assert re.search(
             r"/d/(gpu-fleet|gpu-detail|llm-inference|gpu-memory)\b", notes["dashboard_url"]
         )
-        if name != "Watchdog":  # a rollout's gap does not resolve and re-page
+        if name != "Watchdog" and "max_over_time(" not in rule["expr"][:14]:
+            # a rollout's gap does not resolve and re-page (a range latch bridges it itself)
             assert rule.get("keep_firing_for"), name
 
 
@@ -217,7 +218,9 @@ def test_alerts_keep_only_identity_that_survives_a_rollout():
     exprs += [(r.record, r.expr) for r in recording_rules(DEFAULTS)]
     for name, expr in exprs:
         if not name.startswith("Inference"):
-            assert re.search(r"\bby \(|absent\(|^vector\(|^cluster_node", expr), name
+            assert re.search(
+                r"\bby \(|absent\(|^vector\(|^cluster_node|^max_over_time\(cluster_node", expr
+            ), name
         for grouping in re.findall(r"\bby \(([^)]*)\)", expr):
             labels = {x.strip() for x in grouping.split(",")}
             assert "pod" not in labels, name
@@ -236,10 +239,19 @@ def test_latched_faults_follow_a_state_not_a_window():
     ):
         (rule,) = [r for (n, _), r in by_tier.items() if n == name]
         assert "increase(" not in rule["expr"] and "[1d]" not in rule["expr"], name
-    # Xid has no state of its own: it keeps firing for hours after an event that needs a
-    # reset or a reboot (where the driver exports the recovery action, that alert follows it)
-    assert by_tier["GpuXidError", "critical"]["keep_firing_for"] == "6h"
-    assert "79" in by_tier["GpuXidError", "critical"]["expr"]  # fallen off the bus: reboot
+    # Xid has no state of its own: it holds for hours after an event that needs a reset or a
+    # reboot, unless the driver's recovery action says none is needed (then it ends at once)
+    critical = by_tier["GpuXidError", "critical"]
+    assert critical["expr"].startswith("max_over_time(cluster_node_gpu_xid:")
+    assert "[6h]" in critical["expr"] and "gpu_recovery_action == 0" in critical["expr"]
+    records = {
+        r["record"]: r["expr"]
+        for g in yaml.safe_load((REPO / RULES_PATH).read_text())["groups"]
+        for r in g["rules"]
+        if "record" in r
+    }
+    xid_critical = records["cluster_node_gpu_xid:gpu_xid_errors_critical:increase"]
+    assert "|79|" in xid_critical and "|95|" in xid_critical  # fallen off the bus, uncontained ECC
     assert "|13|" in by_tier["GpuXidError", "warning"]["expr"]  # restart the application
 
 

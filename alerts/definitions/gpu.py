@@ -24,7 +24,7 @@ from alerts.definitions.common import (
     tier_above,
     two_tiers,
 )
-from alerts.definitions.records import GPU_COUNT, NVLINK_LINKS_UP
+from alerts.definitions.records import GPU_COUNT, NVLINK_LINKS_UP, XID_CRITICAL, gpu_count_expr
 from alerts.model import Alert, TierRule
 from alerts.thresholds import Thresholds
 from exporter import catalog as c
@@ -218,13 +218,20 @@ def vanishing_alerts(t: Thresholds) -> list[Alert]:
             (
                 TierRule(
                     "critical",
-                    max_by("gpu", f"{c.GPU_UP}") + " == 0",
+                    max_by("gpu", f"{c.GPU_UP}")
+                    + " == 0 or ("
+                    + max_by("gpu", f"avg_over_time({c.GPU_UP}[{t.gpu_lost.flapping_window}])")
+                    + f" < {num(t.gpu_lost.flapping_share)} and "
+                    + max_by("gpu", f"changes({c.GPU_UP}[{t.gpu_lost.flapping_window}])")
+                    + " >= 4)",
                     t.gpu_lost.for_,
                     f"{GPU} has not answered the driver{held(t.gpu_lost.for_)} (fallen off "
                     "the bus, Xid 79, or failing): its work is lost until the GPU is reset or "
                     "the node rebooted. Alertmanager silences the GPU's other alerts and the "
                     "node's inference alerts.",
-                    f"{c.GPU_UP} == 0{held(t.gpu_lost.for_)}",
+                    f"{c.GPU_UP} == 0, or up less than {pct(t.gpu_lost.flapping_share)} of "
+                    f"{t.gpu_lost.flapping_window} with 4 changes or more (flapping)"
+                    f"{held(t.gpu_lost.for_)}",
                 ),
             ),
             key="gpu_lost",
@@ -241,7 +248,8 @@ def vanishing_alerts(t: Thresholds) -> list[Alert]:
             (
                 TierRule(
                     "critical",
-                    f"{GPU_COUNT} < max_over_time({GPU_COUNT}[{missing.lookback}])",
+                    f"({gpu_count_expr()}) < on (cluster, node) "
+                    f"max_over_time({GPU_COUNT}[{missing.lookback}])",
                     missing.for_,
                     f"The exporter on {WHERE} sees {{{{ $value }}}} GPUs, fewer than it saw "
                     f"within the last {missing.lookback}{held(missing.for_)}: a GPU fell off "
@@ -276,6 +284,25 @@ def latched_alerts(t: Thresholds) -> list[Alert]:
             continue
         buckets = sorted({XID_CATALOG[code].bucket for code in codes})
         keeps = keep.get(severity)
+        if severity == "critical":
+            # Latched over the recorded events, not with keep_firing_for: a GPU whose driver
+            # exports its recovery action clears it as soon as the action is done (after the
+            # reboot that fixes a GPU lost with Xid 79, too); without one it holds `keeps`.
+            xid_tiers.append(
+                TierRule(
+                    severity,
+                    f"max_over_time({XID_CRITICAL}[{keeps}]) unless on (cluster, node, uuid) "
+                    f"({c.GPU_RECOVERY_ACTION} == 0)",
+                    xid.window.scaled(0),
+                    f"{GPU} reported Xid {{{{ $labels.xid }}}}: {_xid_template(codes)}. "
+                    f"{NUMBER} event(s) within {xid.window}; the alert holds {keeps} after "
+                    "the last one, or until the driver's recovery action says none is needed.",
+                    f"an Xid of bucket {either(buckets)} within {keeps}, unless the GPU's "
+                    "recovery action says none",
+                    keep_firing_for=xid.window.scaled(0),
+                )
+            )
+            continue
         xid_tiers.append(
             TierRule(
                 severity,

@@ -308,8 +308,8 @@ def instance_alerts(t: Thresholds) -> list[Alert]:
                     "critical",
                     max_by(
                         "instance",
-                        f"min_over_time({c.INFERENCE_REQUESTS_RUNNING}[{stuck.window}]) + "
-                        f"min_over_time({c.INFERENCE_REQUESTS_WAITING}[{stuck.window}])",
+                        f"min_over_time(({c.INFERENCE_REQUESTS_RUNNING} + "
+                        f"{c.INFERENCE_REQUESTS_WAITING})[{stuck.window}:])",
                     )
                     + " > 0 and "
                     + max_by(

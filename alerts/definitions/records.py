@@ -11,8 +11,10 @@ from alerts.definitions.common import le_regex, regex_of
 from alerts.model import IDENTITY, RecordingRule
 from alerts.thresholds import Duration, Thresholds
 from exporter import catalog as c
+from exporter.xid_catalog import XID_CATALOG
 
 GPU_COUNT = "cluster_node:gpu_present:count"
+XID_CRITICAL = "cluster_node_gpu_xid:gpu_xid_errors_critical:increase"
 NVLINK_LINKS_UP = "cluster_node_gpu:gpu_nvlink_links_up:sum"
 
 LATENCY_HISTOGRAMS = {
@@ -53,6 +55,21 @@ def slo_windows(t: Thresholds) -> list[Duration]:
     return sorted(windows, key=lambda d: d.seconds)
 
 
+def gpu_count_expr() -> str:
+    """GPUs (distinct uuids) the exporter of a node sees now; 0 while it runs and sees none."""
+    return (
+        f"count by (cluster, node) (group by (cluster, node, uuid) ({c.GPU_UP})) "
+        f"or on (cluster, node) 0 * group by (cluster, node) ({c.EXPORTER_BUILD_INFO})"
+    )
+
+
+def xid_critical_codes(t: Thresholds) -> list[int]:
+    """Codes whose resolution bucket the thresholds make critical (reset, reboot, ...)."""
+    return [
+        c_ for c_, info in XID_CATALOG.items() if t.gpu_xid.severity_of(info.bucket) == "critical"
+    ]
+
+
 def recording_rules(t: Thresholds) -> list[RecordingRule]:
     errors = regex_of(t.inference_error_outcomes)
     counted = regex_of(("ok", *t.inference_error_outcomes))
@@ -60,8 +77,7 @@ def recording_rules(t: Thresholds) -> list[RecordingRule]:
     rules = [
         RecordingRule(
             GPU_COUNT,
-            f"count by (cluster, node) (group by (cluster, node, uuid) ({c.GPU_UP})) "
-            f"or on (cluster, node) 0 * group by (cluster, node) ({c.EXPORTER_BUILD_INFO})",
+            gpu_count_expr(),
             "GPUs (distinct uuids) the exporter of a node sees, 0 while it runs and sees none; "
             "an old and a new exporter pod scraped side by side during a rollout count once",
         ),
@@ -70,6 +86,14 @@ def recording_rules(t: Thresholds) -> list[RecordingRule]:
             f"sum by (cluster, node, gpu, uuid) "
             f"(max by (cluster, node, gpu, uuid, link) ({c.GPU_NVLINK_LINK_UP}))",
             "NVLink links up per GPU (each link once, also while two exporter pods overlap)",
+        ),
+        RecordingRule(
+            XID_CRITICAL,
+            f"clamp_min(round(max by (cluster, node, gpu, uuid, xid) (increase("
+            f'{c.GPU_XID_ERRORS}{{xid=~"{regex_of(xid_critical_codes(t))}"}}'
+            f"[{t.gpu_xid.window}])) > 0), 1)",
+            "Xid events (whole, at least 1) of the codes that need a reset or a reboot, per GPU "
+            "(sparse: only while there are some): GpuXidError keeps firing over this for hours",
         ),
     ]
     for level, labels in (("service", SERVICE), ("instance", INSTANCE)):
