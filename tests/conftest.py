@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +20,32 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parent.parent
 
 pytest_plugins = ["tests.fake_nvml.fixtures", "tests.fake_dcgm.fixtures"]
+
+#: A test (set-up and tear-down included) that runs longer than this fails instead of hanging
+#: the whole run; `@pytest.mark.time_limit(S)` gives a slow one more.
+DEFAULT_TIME_LIMIT_S = 180
+
+
+class TestTimeLimitExceeded(BaseException):
+    """Raised in the main thread when a test outlives its time limit (a BaseException, so no
+    `except Exception` in the code under test swallows it)."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    marker = item.get_closest_marker("time_limit")
+    limit = int(marker.args[0]) if marker else DEFAULT_TIME_LIMIT_S
+
+    def expire(signum, frame):
+        raise TestTimeLimitExceeded(f"{item.nodeid} ran past its time limit of {limit} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(limit)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def free_port() -> int:

@@ -64,6 +64,7 @@ def bounded():
     """One exporter with its harness, short read timeouts and a small connection cap."""
     with run_exporter(
         "--backend=none",
+        "--harness",  # opt-in beside a GPU backend
         f"--web.read-timeout={READ_TIMEOUT:g}s",
         f"--web.max-connections={MAX_CONNECTIONS}",
         "--web.drain-timeout=1s",
@@ -155,7 +156,11 @@ def test_sigterm_with_a_body_trickling_drains_within_the_timeout(bounded):
 
 def test_a_second_signal_exits_at_once():
     with run_exporter(
-        "--backend=none", "--web.drain-timeout=60s", "--harness.request-timeout=60s", harness=True
+        "--backend=none",
+        "--harness",
+        "--web.drain-timeout=60s",
+        "--harness.request-timeout=60s",
+        harness=True,
     ) as running:
         wait_for_line(running.process, "inference engine ready")
         s = trickle_a_body(port_of(running.harness_url))
