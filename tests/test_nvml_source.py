@@ -328,9 +328,14 @@ def test_two_xid_79_events_count_2_on_that_gpu_only(make_source, fake_nvml):
     collect_until(source, lambda s: ("gpu_xid_errors_total", (("xid", "109"),)) in of_gpu(s, "0"))
 
 
-def test_nvlink_counters_only_grow_and_a_link_that_goes_down_is_0(make_source, fake_nvml):
-    source = make_source("gpus 1\ngpu 0 link 5 down")
+@pytest.mark.parametrize("state_field", [True, False], ids=["states-by-field", "states-per-link"])
+def test_nvlink_counters_only_grow_and_a_link_that_goes_down_is_0(
+    make_source, fake_nvml, state_field
+):
+    older = "" if state_field else "\ngpu 0 unsupported nvlink_state_field"
+    source = make_source(f"gpus 1\ngpu 0 link 5 down{older}")
     first = source.collect()
+    per_link_calls = fake_nvml.calls("nvmlDeviceGetNvLinkState")
     assert ("gpu_nvlink_link_up", (("link", "5"),)) not in of_gpu(first, "0")  # never active
     fake_nvml.command("gpu 0 link 5 up")
     tx = [value(first, "0", "gpu_nvlink_transmit_bytes_total")]
@@ -346,6 +351,9 @@ def test_nvlink_counters_only_grow_and_a_link_that_goes_down_is_0(make_source, f
     assert rx == sorted(rx) and rx[-1] > rx[0]
     assert value(samples, "0", "gpu_nvlink_link_up", link="3") == 0
     assert value(samples, "0", "gpu_nvlink_link_up", link="5") == 1
+    # a driver with the state field answers every link in the one field call each cycle
+    per_cycle = (fake_nvml.calls("nvmlDeviceGetNvLinkState") - per_link_calls) / 4
+    assert per_cycle == (0 if state_field else 18)
 
 
 def test_collect_never_calls_the_blocking_pcie_throughput(make_source, fake_nvml):
@@ -435,13 +443,13 @@ def test_close_shuts_nvml_down_and_stops_the_event_thread(make_source, fake_nvml
 def test_process_churn_leaves_nothing_behind(make_source, fake_nvml):
     source = make_source("gpus 1\ngpu 0 process 100 a 1024", collect_processes=True)
     source.collect()
-    kept = len(source.gpus[0].series._labels)
+    kept = len(source.gpus[0].series)
     for pid in range(101, 141):  # short-lived processes, each with its own pid
         fake_nvml.command(f"gpu 0 clear_processes\ngpu 0 process {pid} job{pid} 2048")
         samples = source.collect()
     procs = [s for s in samples if s.name == "gpu_process_memory_used_bytes"]
     assert [(s.label("pid"), s.label("process")) for s in procs] == [("140", "job140")]
-    assert len(source.gpus[0].series._labels) == kept  # no label set per pid piles up
+    assert len(source.gpus[0].series) == kept  # no label set per pid piles up
 
 
 def test_a_driver_without_field_values_loses_only_the_field_families(make_source):

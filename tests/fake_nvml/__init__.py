@@ -23,6 +23,7 @@ starts a comment, `gpu *` applies to every GPU:
                               memory_temperature power power_limit energy clocks video_clock
                               clock_reasons pcie_replay nvlink nvlink_errors ecc remapped_rows
                               mig processes events field_values (the whole call)
+                              nvlink_state_field (field 165: link states by field)
   gpu I mig K                 MIG mode on with K MIG devices (1g.10gb, GPU instances 1..K)
   gpu I process PID NAME BYTES [GI]    a compute process (on MIG GPU instance GI)
   gpu I clear_processes

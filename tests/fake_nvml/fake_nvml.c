@@ -112,6 +112,7 @@ _Static_assert(sizeof(nvmlTemperature_v1_t) == 12, "nvmlTemperature_v1_t is 12 b
 #define FI_NVLINK_LINK_COUNT 91
 #define FI_NVLINK_TX_DATA 138
 #define FI_NVLINK_RX_DATA 139
+#define FI_NVLINK_GET_STATE 165
 #define FI_GPU_RECOVERY_ACTION 230
 
 #define EVENT_XID 0x8ull
@@ -130,12 +131,13 @@ _Static_assert(sizeof(nvmlTemperature_v1_t) == 12, "nvmlTemperature_v1_t is 12 b
 enum feature {
     F_UTILIZATION, F_MEMORY_V2, F_TEMPERATURE, F_MEMORY_TEMPERATURE, F_POWER, F_POWER_LIMIT,
     F_ENERGY, F_CLOCKS, F_VIDEO_CLOCK, F_CLOCK_REASONS, F_PCIE_REPLAY, F_NVLINK, F_NVLINK_ERRORS,
-    F_ECC, F_REMAPPED_ROWS, F_MIG, F_PROCESSES, F_EVENTS, F_FIELD_VALUES, F_COUNT
+    F_ECC, F_REMAPPED_ROWS, F_MIG, F_PROCESSES, F_EVENTS, F_FIELD_VALUES, F_NVLINK_STATE_FIELD,
+    F_COUNT
 };
 static const char *FEATURES[F_COUNT] = {
     "utilization", "memory_v2", "temperature", "memory_temperature", "power", "power_limit",
     "energy", "clocks", "video_clock", "clock_reasons", "pcie_replay", "nvlink", "nvlink_errors",
-    "ecc", "remapped_rows", "mig", "processes", "events", "field_values",
+    "ecc", "remapped_rows", "mig", "processes", "events", "field_values", "nvlink_state_field",
 };
 
 struct process { unsigned int pid, gi, ci; unsigned long long used; char name[64]; };
@@ -999,6 +1001,15 @@ static void field_value(nvmlDevice_t d, nvmlFieldValue_t *v, long long stamp) {
             return;
         }
         v->value.ullVal = link_counter(d, (int)v->scopeId, v->fieldId == FI_NVLINK_RX_DATA);
+        return;
+    case FI_NVLINK_GET_STATE: /* older drivers: NotSupported, one nvmlDeviceGetNvLinkState each */
+        if (UNSUPPORTED(d, F_NVLINK) || UNSUPPORTED(d, F_NVLINK_STATE_FIELD)) break;
+        if (v->scopeId >= (unsigned int)g_links) {
+            v->nvmlReturn = NVML_ERROR_INVALID_ARGUMENT;
+            return;
+        }
+        v->valueType = VT_UINT;
+        v->value.uiVal = (unsigned int)link_up(d, (int)v->scopeId); /* 0 inactive, 1 active */
         return;
     case FI_GPU_RECOVERY_ACTION: /* drivers before R565 answer NotSupported */
         if (d->recovery_action < 0) break;

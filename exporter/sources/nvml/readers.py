@@ -26,6 +26,7 @@ from exporter.sources.nvml.errors import (
     classify,
     describe,
 )
+from exporter.sources.nvml.fields import FieldRequest, field_value
 
 log = logging.getLogger(__name__)
 
@@ -76,45 +77,63 @@ NVLINK_ONLY_FIELDS = frozenset(
     f for f, (fam, _) in SCALAR_FIELDS.items() if fam is catalog.GPU_NVLINK_ERRORS
 )
 TX, RX = pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX
+#: A link's state as a field (scopeId = link): every link in the one field call instead of one
+#: nvmlDeviceGetNvLinkState call per link. Drivers without it answer NotSupported per entry.
+LINK_STATE = getattr(pynvml, "NVML_FI_DEV_NVLINK_GET_STATE", 165)
+#: Field states of a trained link: active, or asleep in a low-power state (still up).
+LINK_STATES_UP = frozenset(
+    {getattr(pynvml, "NVML_NVLINK_STATE_ACTIVE", 1), getattr(pynvml, "NVML_NVLINK_STATE_SLEEP", 2)}
+)
 
 
 class Series:
-    """One GPU's catalog-checked label sets, built once, so a cycle only fills in values."""
+    """One GPU's catalog-checked label sets, built once, so a cycle only fills in values.
+
+    The last sample of each series is kept too: most GPU values (totals, limits, states, error
+    counters) do not change between cycles, and a sample is immutable, so it is handed out again.
+    """
 
     def __init__(self, gpu: str, uuid: str) -> None:
         self.base = {"gpu": gpu, "uuid": uuid}
-        self._labels: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+        self._last: dict[tuple[str, tuple[tuple[str, str], ...]], Sample] = {}
 
     def __call__(self, family: MetricFamily, value: float, **extra: str) -> Sample:
         key = (family.name, tuple(extra.items()))
-        labels = self._labels.get(key)
-        if labels is None:
-            labels = self._labels[key] = family.sample(0, **self.base, **extra).labels
-        return Sample(family.name, labels, float(value))
+        last = self._last.get(key)
+        if last is None:
+            last = self._last[key] = family.sample(value, **self.base, **extra)
+        elif last.value != value:
+            last = self._last[key] = Sample(last.name, last.labels, float(value))
+        return last
+
+    def __len__(self) -> int:
+        """How many series are kept (their labels and last sample)."""
+        return len(self._last)
 
     def uncached(self, family: MetricFamily, value: float, **extra: str) -> Sample:
         """A sample whose labels come and go (pids, MIG UUIDs): not kept, so nothing piles up."""
         return family.sample(value, **self.base, **extra)
 
 
-def field_value(fv: Any) -> float:
-    """The number in an nvmlFieldValue_t, read by its valueType."""
-    kind, v = fv.valueType, fv.value
-    if kind == pynvml.NVML_VALUE_TYPE_DOUBLE:
-        return float(v.dVal)
-    if kind == pynvml.NVML_VALUE_TYPE_UNSIGNED_INT:
-        return float(v.uiVal)
-    if kind == pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG:
-        return float(v.ulVal)
-    if kind == pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG:
-        return float(v.ullVal)
-    if kind == pynvml.NVML_VALUE_TYPE_SIGNED_LONG_LONG:
-        return float(v.sllVal)
-    if kind == pynvml.NVML_VALUE_TYPE_SIGNED_INT:
-        return float(v.siVal)
-    if kind == pynvml.NVML_VALUE_TYPE_UNSIGNED_SHORT:
-        return float(v.usVal)
-    raise ValueError(f"field {fv.fieldId}: unknown NVML value type {kind}")
+class LinkStates:
+    """NVLink link states as samples; a link is exported from the first time it is seen active.
+
+    NVML reports a state for every link a chip has, connected or not: a PCIe board or an unused
+    port would otherwise show links "down" forever. A link that was active once and is down now
+    is exported as 0; one that comes up late (fabric manager starting after the exporter)
+    appears when it does.
+    """
+
+    def __init__(self, series: Series) -> None:
+        self.s = series
+        self.seen: set[int] = set()
+
+    def sample(self, link: int, active: bool) -> Sample | None:
+        if active:
+            self.seen.add(link)
+        elif link not in self.seen:
+            return None
+        return self.s(catalog.GPU_NVLINK_LINK_UP, 1 if active else 0, link=str(link))
 
 
 @dataclass(frozen=True)
@@ -168,6 +187,7 @@ class GpuReaders:
     def __init__(self, series: Series, *, processes: Read | None = None) -> None:
         self.s = series
         self.processes = processes
+        self.links = LinkStates(series)
 
     # --- the plain readers, each with the families it fills (for the unsupported list) -------
 
@@ -259,62 +279,65 @@ class GpuReaders:
         ]
 
     def nvlink_states(self, links: list[int]) -> Read:
-        """Link states; a link is exported from the first time it is seen active.
-
-        NVML reports a state for every link a chip has, connected or not: a PCIe board or an
-        unused port would otherwise show links "down" forever. A link that was active once and
-        is down now is exported as 0; one that comes up late (fabric manager starting after
-        the exporter) appears when it does.
-        """
-        seen: set[int] = set()
+        """Link states one nvmlDeviceGetNvLinkState call per link (drivers without the field)."""
 
         def read(h: Handle) -> list[Sample]:
             out = []
             for link in links:
-                active = pynvml.nvmlDeviceGetNvLinkState(h, link)
-                if active:
-                    seen.add(link)
-                if link in seen:
-                    up = 1 if active else 0
-                    out.append(self.s(catalog.GPU_NVLINK_LINK_UP, up, link=str(link)))
+                sample = self.links.sample(link, bool(pynvml.nvmlDeviceGetNvLinkState(h, link)))
+                if sample is not None:
+                    out.append(sample)
             return out
 
         return read
 
-    def fields(self, scalars: list[int], links: list[int]) -> Read:
-        """Device fields and NVLink data counters in one call, each entry with its own return.
+    def fields(self, scalars: list[int], data_links: list[int], state_links: list[int]) -> Read:
+        """Device fields, NVLink data counters and link states in one call, each entry with its
+        own return.
 
-        A link entry that fails this cycle drops both NVLink byte totals for the cycle (a sum
-        missing one link would look like a counter reset); a scalar entry that fails drops only
-        its own series.
+        A data entry that fails this cycle drops both NVLink byte totals for the cycle (a sum
+        missing one link would look like a counter reset); a scalar or state entry that fails
+        drops only its own series.
         """
-        request = [(fid, 0) for fid in scalars]
-        request += [(TX, link) for link in links] + [(RX, link) for link in links]
-        n = len(scalars)
+        request = FieldRequest(
+            [(fid, 0) for fid in scalars]
+            + [(TX, link) for link in data_links]
+            + [(RX, link) for link in data_links]
+            + [(LINK_STATE, link) for link in state_links]
+        )
+        entries = [SCALAR_FIELDS[fid] for fid in scalars]
+        n, m = len(scalars), len(scalars) + 2 * len(data_links)
+        success = pynvml.NVML_SUCCESS
 
         def read(h: Handle) -> list[Sample]:
-            values = pynvml.nvmlDeviceGetFieldValues(h, request)
+            values = request.ask(h)
             out: list[Sample] = []
-            for fv in values[:n]:
-                if fv.nvmlReturn != pynvml.NVML_SUCCESS:
+            for (family, extra), fv in zip(entries, values[:n], strict=True):
+                if fv.nvmlReturn != success:
                     _entry_failed(fv)
                     continue
-                family, extra = SCALAR_FIELDS[fv.fieldId]
                 out.append(self.s(family, field_value(fv), **extra))
-            if links:
+            if data_links:
                 tx = rx = 0.0
                 ok = True
-                for fv in values[n:]:
-                    if fv.nvmlReturn != pynvml.NVML_SUCCESS:
+                for (fid, _link), fv in zip(request.fields[n:m], values[n:m], strict=True):
+                    if fv.nvmlReturn != success:
                         _entry_failed(fv)
                         ok = False
-                    elif fv.fieldId == TX:
+                    elif fid == TX:
                         tx += field_value(fv)
                     else:
                         rx += field_value(fv)
                 if ok:
                     out.append(self.s(catalog.GPU_NVLINK_TRANSMIT, tx * KIB))
                     out.append(self.s(catalog.GPU_NVLINK_RECEIVE, rx * KIB))
+            for link, fv in zip(state_links, values[m:], strict=True):
+                if fv.nvmlReturn != success:
+                    _entry_failed(fv)
+                    continue
+                sample = self.links.sample(link, int(field_value(fv)) in LINK_STATES_UP)
+                if sample is not None:
+                    out.append(sample)
             return out
 
         return read
@@ -376,9 +399,7 @@ class GpuReaders:
             self.remapped_rows,
         )
         links = self._probe_links(h)
-        if links:
-            p.readers.append(Reader("nvlink state", self.nvlink_states(links)))
-        else:
+        if not links:
             p.unsupported.append(catalog.GPU_NVLINK_LINK_UP.name)
         self._probe_fields(h, links, p)
         self._probe_mig(h, p)
@@ -401,19 +422,25 @@ class GpuReaders:
         return links
 
     def _probe_fields(self, h: Handle, links: list[int], p: Probe) -> None:
+        """Keep the field entries this GPU answers; link states by field where the driver can,
+        else one call per link."""
         scalars = [f for f in SCALAR_FIELDS if links or f not in NVLINK_ONLY_FIELDS]
         request = [(f, 0) for f in scalars]
         request += [(TX, link) for link in links] + [(RX, link) for link in links]
+        request += [(LINK_STATE, link) for link in links]
         try:
-            values = pynvml.nvmlDeviceGetFieldValues(h, request)
+            values = list(FieldRequest(request).ask(h))
         except pynvml.NVMLError as exc:
             if raise_if_fatal(exc) is ErrorClass.UNSUPPORTED:
                 values = []
-            else:  # transient: keep asking for everything
-                p.readers.append(Reader("fields", self.fields(scalars, links)))
+            else:  # transient: keep asking for everything, link states one call per link
+                if links:
+                    p.readers.append(Reader("nvlink state", self.nvlink_states(links)))
+                p.readers.append(Reader("fields", self.fields(scalars, links, [])))
                 return
         kept: list[int] = []
         dropped_links: set[int] = set()
+        state_links: list[int] = []
         for (fid, scope), fv in zip(request, values, strict=False):  # values: [] if unsupported
             ret = int(fv.nvmlReturn)
             if ret != pynvml.NVML_SUCCESS and raise_if_fatal(pynvml.NVMLError(ret)) is (
@@ -422,9 +449,15 @@ class GpuReaders:
                 if fid in (TX, RX):
                     dropped_links.add(scope)
                 continue
-            if fid not in (TX, RX):
+            if fid == LINK_STATE:
+                state_links.append(scope)
+            elif fid not in (TX, RX):
                 kept.append(fid)
         data_links = [link for link in links if link not in dropped_links] if values else []
+        if state_links != links:  # a driver without the state field: one call per link
+            state_links = []
+            if links:
+                p.readers.append(Reader("nvlink state", self.nvlink_states(links)))
         for fid in scalars:
             if fid not in kept:
                 family, extra = SCALAR_FIELDS[fid]
@@ -434,8 +467,8 @@ class GpuReaders:
             p.unsupported.append(catalog.GPU_NVLINK_ERRORS.name)
         if not data_links:
             p.unsupported += [catalog.GPU_NVLINK_TRANSMIT.name, catalog.GPU_NVLINK_RECEIVE.name]
-        if kept or data_links:
-            p.readers.append(Reader("fields", self.fields(kept, data_links)))
+        if kept or data_links or state_links:
+            p.readers.append(Reader("fields", self.fields(kept, data_links, state_links)))
 
     def _probe_mig(self, h: Handle, p: Probe) -> None:
         try:
