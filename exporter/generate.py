@@ -45,7 +45,8 @@ def artifacts(alerts_config: str | None = None, root: Path | None = None) -> dic
     overriding the alert thresholds, see alerts/thresholds.py; the dashboards draw the same).
 
     With a `root` that is not a checkout (no README with the metric table markers), the README
-    is left out and the runbook pages are written beside their generated index."""
+    and the Helm chart's parts are left out and the runbook pages are written beside their
+    generated index."""
     from alerts.generate import artifacts as alert_artifacts
 
     try:
@@ -62,13 +63,16 @@ def artifacts(alerts_config: str | None = None, root: Path | None = None) -> dic
         **alert_artifacts(alerts_config),
     }
     generated.update(dashboard_artifacts(alerts_config))
-    generated.update(chart_artifacts(generated))  # the Helm chart's copies of the above
+    chart = chart_artifacts(generated)  # the Helm chart's copies of the above
+    generated.update(chart)
     readme = generated["README.md"]
     generated["README.md"] = lambda text: replace_block(
         readme(text), BACKENDS_BEGIN, BACKENDS_END, backend_table()
     )
-    if root is not None and not is_checkout(root):
+    if root is not None and not is_checkout(root):  # the chart and README live in a checkout
         del generated["README.md"]
+        for rel in chart:
+            del generated[rel]
         generated.update(_runbook_pages(root))
     return generated
 

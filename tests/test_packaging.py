@@ -130,6 +130,7 @@ def test_generate_and_preview_work_from_an_installed_package(wheel, tmp_path):
     index = (work / "alerts" / "runbooks" / "README.md").read_text()
     assert "[GpuLost](GpuLost.md)" in index and (work / "alerts/runbooks/GpuLost.md").is_file()
     assert not (work / "README.md").exists()  # the checkout's README is not a user's artifact
+    assert not (work / "helm").exists()  # nor its chart
     assert _run(python, "generate", "--check", cwd=work).returncode == 0
     # the previews' libraries import; an unreachable Prometheus is one line
     preview = _run(python, "dashboards", "preview", "--prometheus=http://127.0.0.1:1", cwd=work)

@@ -63,7 +63,7 @@ def test_a_secured_api_needs_credentials_and_its_own_load_gets_through(tmp_path,
         engine = tiny_engine()
         engine.start()
         await engine.wait_ready(30)  # /v1/models is 503 while the model warms up
-        server = ApiServer(engine, ApiSettings(None, 0, AdmissionLimits(), load, security))
+        server = ApiServer(engine, ApiSettings(None, 0, AdmissionLimits(), load, security=security))
         await server.start()
         try:
             assert server.url.startswith("https://127.0.0.1:")
