@@ -1,11 +1,12 @@
 """Which metrics and labels a PromQL expression names, and whether they exist.
 
 The alert rules and the dashboard panels are both checked with it, against the metric catalog
-and the metrics the inference engines declare (exporter/engines.py: vLLM's and SGLang's names). Not a full PromQL parser: a
-tokenizer that tells metric names from functions, keywords and label names (inside `{...}`,
-`by (...)`, `on (...)`, ...), which is all the check needs. Expressions are built from catalog
-entries; this check catches what a typo in hand-written text (a selector string, a recording
-rule name, a label) would otherwise let through.
+and the metrics the inference engines declare (exporter/engines.py: vLLM's and SGLang's names).
+Not a full PromQL parser: a tokenizer that tells metric names from functions, keywords and label
+names (inside `{...}`, `by (...)`, `on (...)`, ...), which is all the check needs. Expressions
+are built from catalog entries and engine declarations; this check catches what a typo in
+hand-written text (a selector string, an engine's metric name, a recording rule name, a label)
+would otherwise let through.
 """
 
 from __future__ import annotations

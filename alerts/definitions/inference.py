@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from alerts.definitions import layer
 from alerts.definitions.common import (
     ENGINE,
     NUMBER,
@@ -26,7 +27,6 @@ from alerts.definitions.common import (
     tier_above,
     two_tiers,
 )
-from alerts.definitions import layer
 from alerts.definitions.records import (
     LATENCY_HISTOGRAMS,
     error_ratio,
