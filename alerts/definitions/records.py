@@ -34,7 +34,7 @@ LEVELS = {"service": IDENTITY["service"], "engine": IDENTITY["engine"]}
 
 
 def quantile_record(level: str, figure: Figure, label: str) -> str:
-    """`service:inference_time_to_first_token_seconds:p99` (level: service or engine)."""
+    """`service:inference_<figure>:p99` (level: service or engine)."""
     return f"{level}:inference_{figure}:{label}"
 
 
