@@ -217,11 +217,15 @@ def engine_rules(e: Engine, t: Thresholds) -> list[RecordingRule]:
     ):
         if figure in e.provides:
             for window in counter_windows(figure, t):
+                expr = engine_expr(e, figure, _Read(around=_rate(window)), t)
+                if figure is Figure.REQUEST_ERRORS:  # 0, not nothing, before the first failure
+                    requests = engine_expr(e, Figure.REQUESTS, _Read(around=_rate(window)), t)
+                    expr = f"{expr} or {requests} * 0"
                 rules.append(
                     _rule(
                         rate(figure, window),
                         e,
-                        engine_expr(e, figure, _Read(around=_rate(window)), t),
+                        expr,
                         f"{figure.replace('_', ' ')} per second over {window}",
                     )
                 )
