@@ -235,9 +235,10 @@ def engine_alerts(t: Thresholds) -> list[Alert]:
             two_tiers(
                 f"avg_over_time({layer.gauge(Figure.KV_CACHE)}[{kv.window}])",
                 kv.tiers,
-                f"{ENGINE} had {PERCENT} of its KV cache blocks in use on average over "
-                f"{kv.window}, above <threshold><for>: it sheds new requests at "
-                f"{pct(t.inference_limits.kv_shed_utilization)} and preempts running ones.",
+                f"{ENGINE} had {PERCENT} of its KV cache in use on average over "
+                f"{kv.window}, above <threshold><for>: new requests wait for room (the canary "
+                f"sheds them at {pct(t.inference_limits.kv_shed_utilization)}) and running "
+                "ones are preempted.",
                 f"KV cache utilization (mean over {kv.window}) > <threshold><for>",
                 pct,
             ),
