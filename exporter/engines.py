@@ -101,13 +101,15 @@ class Provision:
 @dataclass(frozen=True, slots=True)
 class ModelJoin:
     """Where the `model` label comes from when a metric does not carry the engine's model label:
-    `label` of `metric`, joined on the scrape target (job, instance). `required`: a series
-    without it is dropped (a generic name, like the HTTP counter, is the engine's only on a
-    target that also exposes `metric`); otherwise it is kept without a model label."""
+    `label` of `metric`, joined on the scrape target (job, instance). `optional`: a target
+    without `metric` keeps its series, without a model label (the canary's model info appears
+    once its model is loaded, and a model that fails to load is what an alert must say);
+    otherwise its series are dropped (a generic name, like the HTTP counter, is the engine's
+    only on a target that also exposes `metric`)."""
 
     metric: EngineMetric
     label: str
-    required: bool
+    optional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +148,7 @@ CANARY = Engine(
     title="Canary (this project's harness)",
     releases="this release",
     model_label="",
-    model_join=ModelJoin(_c(catalog.INFERENCE_MODEL_INFO), "model", required=False),
+    model_join=ModelJoin(_c(catalog.INFERENCE_MODEL_INFO), "model", optional=True),
     provides={
         Figure.RUNNING: Provision((_c(catalog.INFERENCE_REQUESTS_RUNNING),)),
         Figure.WAITING: Provision((_c(catalog.INFERENCE_REQUESTS_WAITING),)),
@@ -212,7 +214,7 @@ VLLM = Engine(
     title="vLLM",
     releases="v0.9 to v0.11 (v1 engine; the deprecated aliases cover the releases before)",
     model_label="model_name",
-    model_join=ModelJoin(VLLM_RUNNING, "model_name", required=True),
+    model_join=ModelJoin(VLLM_RUNNING, "model_name"),
     provides={
         Figure.RUNNING: Provision((VLLM_RUNNING,)),
         Figure.WAITING: Provision(

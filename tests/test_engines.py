@@ -28,6 +28,7 @@ from exporter.engines import (
     Provision,
     engine_problems,
 )
+from exporter.engines import engine as engine_by_name
 from exporter.generate import run_generate
 from exporter.promql import expression_problems
 from tests.conftest import REPO
@@ -170,9 +171,18 @@ def test_a_typo_in_an_engine_name_fails_generate(monkeypatch, capsys):
 
 def test_every_engine_rule_reads_only_its_own_declared_names():
     own = {e.name: {m.name for m in e.metrics} for e in ENGINES}
-    for rule in layer.layer_rules(DEFAULTS):
-        engine = dict(rule.labels)["engine"]
-        assert _names(rule.expr) <= own[engine], rule
+    rules_ = layer.layer_rules(DEFAULTS)
+    recorded = {r.record for r in rules_}
+    joins = [r for r in rules_ if not r.labels]
+    assert [r.record for r in joins] == [layer.model_join(CANARY), layer.model_join(VLLM)]
+    for rule in rules_:
+        engine = dict(rule.labels).get("engine") or rule.record.split(":")[1].split("_")[0]
+        assert _names(rule.expr) - recorded <= own[engine], rule
+        for name in _names(rule.expr) & recorded:  # its own engine's join, or layer series
+            assert name in (layer.model_join(engine_by_name(engine)),) or name.startswith(
+                "inference:"
+            ), rule
+            assert f'{name}{{engine="' not in rule.expr or f'engine="{engine}"' in rule.expr
 
 
 def _names(expr: str) -> set[str]:

@@ -70,7 +70,10 @@ def _slo_alert(
     ratio: Callable[[Duration], str],
     objective: float,
     t: Thresholds,
+    described: str = "",
 ) -> Alert:
+    """`what` in words; `described`: the same as a template for the description (default
+    `what`)."""
     slo = t.inference_slo
     budget = round(1 - objective, 12)
     tiers = []
@@ -83,7 +86,7 @@ def _slo_alert(
                 severity,
                 _burn(ratio, slo, budget, windows),
                 for_,
-                f"{SERVICE} has {PERCENT} of its requests {what} (objective: at most "
+                f"{SERVICE} has {PERCENT} of its requests {described or what} (objective: at most "
                 f"{pct(budget)}): it burns its error budget "
                 f"{PACE[severity]}"
                 f" ({_windows(windows)}, at least {num(slo.min_requests)} requests).",
@@ -111,10 +114,13 @@ def slo_alerts(t: Thresholds) -> list[Alert]:
         _slo_alert(
             "InferenceErrorBudgetBurn",
             "Inference requests are failing fast enough to burn the error budget",
-            f"failing ({', '.join(t.inference_error_outcomes)})",
+            f"failing ({', '.join(t.inference_error_outcomes)} for the canary, HTTP 5xx for vLLM)",
             lambda w: error_ratio("service", w),
             t.inference_slo.objective,
             t,
+            "failing ("
+            + f'{{{{ if eq $labels.engine "canary" }}}}{", ".join(t.inference_error_outcomes)}'
+            + "{{ else }}HTTP 5xx{{ end }})",
         ),
         _slo_alert(
             "InferenceTimeToFirstTokenBudgetBurn",

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from alerts.definitions.common import le_regex, num, regex_of
 from alerts.model import IDENTITY, RecordingRule
 from alerts.thresholds import Duration, Thresholds
+from exporter.catalog import Kind
 from exporter.engines import ENGINES, Engine, EngineMetric, Figure, Provision
 
 LEVEL = "inference"
@@ -125,22 +126,42 @@ def _one_name(e: Engine, p: Provision, m: EngineMetric, read: _Read, t: Threshol
     return expr
 
 
-def _with_model(e: Engine, m: EngineMetric, expr: str) -> str:
-    """`expr` with a `model` label: the engine's model label renamed, or joined in from the
-    series that carries it on the same target."""
-    if e.model_label and e.model_label in m.labels:
-        return f'label_replace({expr}, "model", "$1", "{e.model_label}", "(.*)")'
+def model_join(e: Engine) -> str:
+    """`job_instance:vllm_model:info`: the model each scrape target of an engine serves, for
+    the metrics that do not carry it (recorded once, joined by every rule that needs it)."""
+    return f"job_instance:{e.name}_model:info"
+
+
+def _model_join_rule(e: Engine) -> RecordingRule | None:
     join = e.model_join
-    assert join is not None, f"{e.name}: {m.name} has no model label and no model join"
+    if join is None:
+        return None
     source = join.metric.name
     if join.label != "model":
         source = f'label_replace({source}, "model", "$1", "{join.label}", "(.*)")'
-    joined = (
-        f"{expr} * on (job, instance) group_left (model) group by (job, instance, model) ({source})"
+    expr = f"group by (job, instance, model) ({source})"
+    if join.optional:  # every target that exposes any of the engine's series
+        names = [
+            m.name + ("_count" if m.kind is Kind.HISTOGRAM else "")
+            for m in e.metrics
+            if m is not join.metric
+        ]
+        expr += f" or on (job, instance) group by (job, instance) ({' or '.join(names)})"
+    return RecordingRule(
+        model_join(e),
+        expr,
+        f"the model each {e.title} target serves"
+        + (" (no model label until it says)" if join.optional else ""),
     )
-    if join.required:
-        return joined
-    return f"({joined} or on (job, instance) {expr})"
+
+
+def _with_model(e: Engine, m: EngineMetric, expr: str) -> str:
+    """`expr` with a `model` label: the engine's model label renamed, or joined in from the
+    target's model series."""
+    if e.model_label and e.model_label in m.labels:
+        return f'label_replace({expr}, "model", "$1", "{e.model_label}", "(.*)")'
+    assert e.model_join is not None, f"{e.name}: {m.name} has no model label and no model join"
+    return f"{expr} * on (job, instance) group_left (model) {model_join(e)}"
 
 
 def engine_expr(
@@ -195,8 +216,9 @@ def _rule(record: str, e: Engine, expr: str, help: str) -> RecordingRule:
 
 
 def engine_rules(e: Engine, t: Thresholds) -> list[RecordingRule]:
-    """Every layer series one engine provides."""
-    rules: list[RecordingRule] = []
+    """Every layer series one engine provides (after its model join, if it has one)."""
+    join = _model_join_rule(e)
+    rules: list[RecordingRule] = [join] if join else []
     w = t.inference_rate_window
     for figure, aggregate in GAUGE_AGGREGATION.items():
         if figure in e.provides:
@@ -219,8 +241,8 @@ def engine_rules(e: Engine, t: Thresholds) -> list[RecordingRule]:
             for window in counter_windows(figure, t):
                 expr = engine_expr(e, figure, _Read(around=_rate(window)), t)
                 if figure is Figure.REQUEST_ERRORS:  # 0, not nothing, before the first failure
-                    requests = engine_expr(e, Figure.REQUESTS, _Read(around=_rate(window)), t)
-                    expr = f"{expr} or {requests} * 0"
+                    requests = f'{rate(Figure.REQUESTS, window)}{{engine="{e.name}"}}'
+                    expr = f"{expr} or sum without (engine) ({requests}) * 0"
                 rules.append(
                     _rule(
                         rate(figure, window),
