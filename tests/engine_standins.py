@@ -52,7 +52,7 @@ class Traffic:
     itl: float = 0.03
     queue: float = 0.05
     running: int = 6
-    waiting: int = 1
+    waiting: int = 0  # a queue that never drains is an alert of its own
     kv: float = 0.4
     failed_share: float = 0.0
     hung: bool = False
