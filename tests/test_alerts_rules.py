@@ -454,3 +454,18 @@ def test_definitions_only_name_metrics_through_the_catalog():
             # (threshold attributes share some names: `t.gpu_row_remap_pending` is not a metric)
             assert not re.search(rf"(?<![.\w]){name}\b", source), f"{name} in {path.name}"
     assert common.UP == "up"
+
+
+def test_the_inference_alerts_read_only_the_inference_layer():
+    """No engine's own name in an inference alert: the canary, vLLM and SGLang page alike."""
+    records = recording_rules(DEFAULTS)
+    reads: dict[str, set[str]] = {}
+    for r in records:
+        reads.setdefault(r.record, set()).update(metric_names(r.expr))
+    layer_series = {r.record for r in records if r.record.startswith("inference:")}
+    for alert in ALERTS:
+        if alert.component != "inference":
+            continue
+        for tier in alert.tiers:
+            for name in metric_names(tier.expr):
+                assert name in layer_series or reads[name] <= layer_series, (alert.name, name)

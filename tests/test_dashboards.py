@@ -159,3 +159,26 @@ def test_the_fleet_throttling_count_uses_the_alerts_reasons():
     for reason in DEFAULTS.gpu_clock_slowdown.reasons:
         assert reason in panel.queries[0].expr
     assert "sw_power_cap" not in panel.queries[0].expr  # not a thermal or hardware slowdown
+
+
+def test_the_llm_dashboard_reads_only_the_inference_layer_for_the_chosen_engine_and_model():
+    (spec,) = [s for s in SPECS if s.uid == "llm-inference"]
+    assert spec.variables[-2:] == ("engine", "model")
+    data = json.loads(to_json(spec))
+    queries = {
+        v["name"]: v["query"] for v in data["templating"]["list"] if v["name"] != "datasource"
+    }
+    assert queries["cluster"] == "label_values(inference:requests_running:sum, cluster)"
+    assert queries["model"] == (
+        'label_values(inference:requests_running:sum{cluster=~"$cluster", node=~"$node", '
+        'job=~"$job", engine=~"$engine"}, model)'
+    )
+    for panel in spec.panels:
+        for query in panel.queries:
+            for name in metric_names(query.expr):  # the layer, or the rules over it
+                assert name in RECORDS and name.split(":")[0] in {"inference", "engine", "service"}
+                reads = metric_names(RECORDS[name].removeprefix(" or "))
+                assert name.startswith("inference:") or all(
+                    n.startswith("inference:") for n in reads
+                ), (name, reads)
+            assert 'engine=~"$engine", model=~"$model"' in query.expr, query.expr
