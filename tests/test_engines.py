@@ -28,7 +28,7 @@ from exporter.engines import (
     Provision,
     engine_problems,
 )
-from exporter.engines import engine as engine_by_name
+from exporter.engines import engine as engine_by_name  # `engine` names a loop variable here
 from exporter.generate import run_generate
 from exporter.promql import expression_problems
 from tests.conftest import REPO
