@@ -10,7 +10,6 @@ engine alert, with the engine's identity and no page for the healthy SGLang serv
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
@@ -22,6 +21,7 @@ from exporter.engines import ENGINES, Figure
 from tests.conftest import run_exporter
 from tests.engine_standins import SGLANG_MODEL, VLLM_MODEL, SglangStandIn, VllmStandIn, serve
 from tests.servers import Prometheus, run_prometheus, scrape_config
+from tests.test_alerts_e2e import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.time_limit(240)]
 
@@ -68,16 +68,6 @@ def figures_read(expr: str) -> set[Figure]:
     }
 
 
-def _poll(prom: Prometheus, what: str, found, timeout: float = DEADLINE):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = found()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} within {timeout:g}s"
-        time.sleep(0.5)
-
-
 def _alerts(prom: Prometheus) -> list[dict]:
     return prom.api("alerts")["data"]["alerts"]
 
@@ -119,12 +109,11 @@ def test_every_engine_fills_the_dashboard_and_pages_through_the_same_rules(tmp_p
         ) as prom,
     ):
         for engine in NODES:  # each engine's latencies, through the layer
-            _poll(
-                prom,
+            p99 = f'engine:inference_time_to_first_token_seconds:p99{{engine="{engine}"}} >= 0'
+            wait_for(
+                lambda q=p99: prom.query(q)["data"]["result"],
                 f"a p99 time to first token of {engine}",
-                lambda e=engine: prom.query(
-                    f'engine:inference_time_to_first_token_seconds:p99{{engine="{e}"}} >= 0'
-                )["data"]["result"],
+                timeout=DEADLINE,
             )
         running = prom.query("inference:requests_running:sum")["data"]["result"]
         identity = {
@@ -151,23 +140,20 @@ def test_every_engine_fills_the_dashboard_and_pages_through_the_same_rules(tmp_p
         assert checked >= 3 * 20
 
         # faults: the vLLM stand-in's KV cache fills and its engine hangs
-        canary_kv = _poll(
-            prom,
-            "the canary's KV cache alert",
+        canary_kv = wait_for(
             lambda: _firing(prom, "InferenceKvCacheHigh", "canary", "critical"),
+            "the canary's KV cache alert",
         )
         with vllm.lock:
             vllm.traffic.kv = 0.95
             vllm.traffic.hung = True
-        vllm_kv = _poll(
-            prom,
-            "the vLLM stand-in's KV cache alert",
+        vllm_kv = wait_for(
             lambda: _firing(prom, "InferenceKvCacheHigh", "vllm", "critical"),
+            "the vLLM stand-in's KV cache alert",
         )
-        stuck = _poll(
-            prom,
-            "the vLLM stand-in's stuck-engine alert",
+        stuck = wait_for(
             lambda: _firing(prom, "InferenceEngineStuck", "vllm", "critical"),
+            "the vLLM stand-in's stuck-engine alert",
         )
         sglang_alerts = [
             a["labels"] for a in _alerts(prom) if a["labels"].get("engine") == "sglang"
