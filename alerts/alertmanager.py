@@ -161,7 +161,11 @@ def inhibit_rules() -> list[dict[str, Any]]:
         },
         {
             "source_matchers": [mixin, 'severity="critical"', f'alertname=~"{node_down}"'],
-            "target_matchers": [mixin, f'alertname!~"{node_down}"', 'scope=~"gpu|node|instance"'],
+            "target_matchers": [
+                mixin,
+                f'alertname!~"{node_down}"',
+                'scope=~"gpu|node|instance|engine"',
+            ],
             "equal": ["cluster", "node"],
         },
         *_fleet_inhibitions(),

@@ -14,17 +14,20 @@ SEVERITIES = ("critical", "warning", "info", "none")
 #: exporter rollout: never `instance` or `pod`):
 #:   gpu      cluster, node, gpu, uuid (and the condition's own labels: xid, reason, ...)
 #:   node     cluster, node
-#:   instance cluster, node, namespace, job (one inference engine or exporter)
-#:   service  cluster, namespace, job (every engine behind one job)
+#:   instance cluster, node, namespace, job (one exporter)
+#:   engine   cluster, node, namespace, job, engine, model (one inference engine: the canary,
+#:            a vLLM or an SGLang server, or the replicas of one on a node)
+#:   service  cluster, namespace, job, engine, model (every engine behind one job)
 #:   fleet    cluster (the same alert on many nodes at once)
 #:   global   no labels
-SCOPES = ("gpu", "node", "instance", "service", "fleet", "global")
+SCOPES = ("gpu", "node", "instance", "engine", "service", "fleet", "global")
 
 IDENTITY: dict[str, tuple[str, ...]] = {
     "gpu": ("cluster", "node", "gpu", "uuid"),
     "node": ("cluster", "node"),
     "instance": ("cluster", "node", "namespace", "job"),
-    "service": ("cluster", "namespace", "job"),
+    "engine": ("cluster", "node", "namespace", "job", "engine", "model"),
+    "service": ("cluster", "namespace", "job", "engine", "model"),
     "fleet": ("cluster",),
     "global": (),
 }
@@ -37,6 +40,7 @@ class RecordingRule:
     record: str
     expr: str
     help: str
+    labels: tuple[tuple[str, str], ...] = ()  # static labels the rule adds (the engine's name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,8 +32,11 @@ def check_rules(records: list[RecordingRule], alerts: list[Alert]) -> None:
     exist (a metric outside the catalog and the recording rules, a label a family lacks)."""
     recorded = [r.record for r in records]
     problems: list[str] = []
-    for rule in records:
-        problems += [f"recording rule {rule.record}: {p}" for p in expression_problems(rule.expr)]
+    for i, rule in enumerate(records):  # a rule reads the ones evaluated before it in its group
+        problems += [
+            f"recording rule {rule.record}: {p}"
+            for p in expression_problems(rule.expr, recorded[:i])
+        ]
     for alert in alerts:
         for tier in alert.tiers:
             problems += [
@@ -56,12 +59,13 @@ def dashboard_link(links: Links, alert: Alert) -> str:
     if alert.scope == "global":
         return url
     url += "?var-cluster={{ $labels.cluster | urlquery }}"
-    if alert.scope in ("gpu", "node", "instance"):
+    if alert.scope in ("gpu", "node", "instance", "engine"):
         url += "&var-node={{ $labels.node | urlquery }}"
     if alert.scope == "gpu":
         url += "&var-gpu={{ $labels.gpu }}"
     if alert.component == "inference":
-        url += "&var-job={{ $labels.job | urlquery }}"
+        url += "&var-job={{ $labels.job | urlquery }}&var-engine={{ $labels.engine | urlquery }}"
+        url += "{{ with $labels.model }}&var-model={{ . | urlquery }}{{ end }}"
     return url
 
 
@@ -141,7 +145,14 @@ def rule_groups(t: Thresholds) -> dict[str, Any]:
     groups: list[dict[str, Any]] = [
         {
             "name": f"{GROUP_PREFIX}.recording",
-            "rules": [{"record": r.record, "expr": r.expr} for r in records],
+            "rules": [
+                {
+                    "record": r.record,
+                    "expr": r.expr,
+                    **({"labels": dict(r.labels)} if r.labels else {}),
+                }
+                for r in records
+            ],
         }
     ]
     for group in GROUPS:

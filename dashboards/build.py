@@ -37,6 +37,8 @@ _VARIABLES = {
     "node": ("Node", 'label_values(exporter_build_info{cluster=~"$cluster"}, node)'),
     "job": ("Job", 'label_values(exporter_build_info{cluster=~"$cluster"}, job)'),
     "gpu": ("GPU", 'label_values(gpu_info{cluster=~"$cluster", node=~"$node"}, gpu)'),
+    "engine": ("Engine", ""),  # only with a spec's variable_source
+    "model": ("Model", ""),
 }
 
 
@@ -131,8 +133,12 @@ def _templating(spec: DashboardSpec) -> g.Templating:
             default="Prometheus",
         )
     ]
-    for name in spec.variables:
+    for i, name in enumerate(spec.variables):
         label, query = _VARIABLES[name]
+        if spec.variable_source:  # each variable narrowed by those before it
+            narrowed = ", ".join(f'{v}=~"${v}"' for v in spec.variables[:i])
+            selector = f"{{{narrowed}}}" if narrowed else ""
+            query = f"label_values({spec.variable_source}{selector}, {name})"
         variables.append(
             g.Template(
                 name=name,

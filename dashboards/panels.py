@@ -75,6 +75,8 @@ class DashboardSpec:
     items: tuple[Panel | Row, ...]
     variables: tuple[str, ...] = ("cluster", "node", "gpu")
     tags: tuple[str, ...] = ()
+    #: The series the variables' values are read from; "" for the exporters' own series.
+    variable_source: str = ""
 
     @property
     def panels(self) -> list[Panel]:

@@ -77,7 +77,8 @@ class PrometheusClient:
 
 
 def expand(expr: str, options: PreviewOptions) -> str:
-    """Grafana's variables as a preview expands them: every job, instance and GPU."""
+    """Grafana's variables as a preview expands them: every job, instance, GPU, engine and
+    model."""
     replacements = {
         "$__rate_interval": options.rate_interval,
         "$__range": f"{int(options.range_seconds)}s",
@@ -85,6 +86,8 @@ def expand(expr: str, options: PreviewOptions) -> str:
         "$node": ".*",
         "$job": ".*",
         "$gpu": ".*",
+        "$engine": ".*",
+        "$model": ".*",
     }
     for var, value in replacements.items():
         expr = expr.replace(var, value)

@@ -11,6 +11,10 @@ GPU = 'cluster=~"$cluster", node=~"$node", gpu=~"$gpu"'
 HOST = 'cluster=~"$cluster", node=~"$node", job=~"$job"'
 #: Selector of the service-level recording rules (cluster, namespace, job).
 SERVICE = 'cluster=~"$cluster", job=~"$job"'
+#: Selector of the inference layer's series of the engines chosen by the variables.
+ENGINE = HOST + ', engine=~"$engine", model=~"$model"'
+#: Selector of the inference services (every engine behind a job) chosen by the variables.
+ENGINE_SERVICE = SERVICE + ', engine=~"$engine", model=~"$model"'
 #: The rate window Grafana picks from the scrape interval.
 RATE = "$__rate_interval"
 

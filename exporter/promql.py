@@ -1,10 +1,12 @@
 """Which metrics and labels a PromQL expression names, and whether they exist.
 
-The alert rules and the dashboard panels are both checked with it. Not a full PromQL parser: a
-tokenizer that tells metric names from functions, keywords and label names (inside `{...}`,
-`by (...)`, `on (...)`, ...), which is all the check needs. Expressions are built from catalog
-entries; this check catches what a typo in hand-written text (a selector string, a recording
-rule name, a label) would otherwise let through.
+The alert rules and the dashboard panels are both checked with it, against the metric catalog
+and the metrics the inference engines declare (exporter/engines.py: vLLM's and SGLang's names).
+Not a full PromQL parser: a tokenizer that tells metric names from functions, keywords and label
+names (inside `{...}`, `by (...)`, `on (...)`, ...), which is all the check needs. Expressions
+are built from catalog entries and engine declarations; this check catches what a typo in
+hand-written text (a selector string, an engine's metric name, a recording rule name, a label)
+would otherwise let through.
 """
 
 from __future__ import annotations
@@ -12,8 +14,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
-from exporter.catalog import FAMILIES, Kind, MetricFamily
+from exporter.catalog import FAMILIES, Kind
+from exporter.engines import engine_metrics
+
+
+class Family(Protocol):
+    """A metric family as the check needs it: a catalog family or an engine's metric."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> Kind: ...
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+
 
 #: Series Prometheus makes itself (not exported by anyone) that rules may reference.
 PROMETHEUS_SERIES: frozenset[str] = frozenset({"up", "ALERTS"})
@@ -109,11 +125,12 @@ def metric_names(expr: str) -> list[str]:
     return list(dict.fromkeys(s.metric for s in selectors(expr)))
 
 
-def series_families(
-    families: Iterable[MetricFamily] = FAMILIES.values(),
-) -> dict[str, MetricFamily]:
-    """Every series name a family exposes (a histogram: _bucket, _sum, _count) → its family."""
-    out: dict[str, MetricFamily] = {}
+def series_families(families: Iterable[Family] | None = None) -> dict[str, Family]:
+    """Every series name a family exposes (a histogram: _bucket, _sum, _count) → its family;
+    by default the catalog's families and the engines' declared metrics."""
+    if families is None:
+        families = [*FAMILIES.values(), *engine_metrics().values()]
+    out: dict[str, Family] = {}
     for fam in families:
         if fam.kind is Kind.HISTOGRAM:
             for suffix in _HISTOGRAM_SUFFIXES:
@@ -126,10 +143,11 @@ def series_families(
 def expression_problems(
     expr: str,
     recorded: Iterable[str] = (),
-    families: Mapping[str, MetricFamily] | None = None,
+    families: Mapping[str, Family] | None = None,
 ) -> list[str]:
-    """What in `expr` does not exist: metric names that are neither a catalog series, a
-    recording rule in `recorded` nor a Prometheus series, and label names a family lacks."""
+    """What in `expr` does not exist: metric names that are neither a catalog series, an
+    engine's declared series, a recording rule in `recorded` nor a Prometheus series, and label
+    names a family lacks."""
     known = series_families() if families is None else families
     recorded = set(recorded)
     problems: list[str] = []
@@ -141,7 +159,10 @@ def expression_problems(
             continue
         fam = known.get(sel.metric)
         if fam is None:
-            problems.append(f"{sel.metric} is neither in the metric catalog nor a recording rule")
+            problems.append(
+                f"{sel.metric} is neither in the metric catalog, an engine's declared metric, "
+                "nor a recording rule"
+            )
             continue
         allowed = set(fam.labels) | TARGET_LABELS
         if sel.metric.endswith("_bucket") and fam.kind is Kind.HISTOGRAM:

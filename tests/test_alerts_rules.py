@@ -16,6 +16,7 @@ from alerts.rules import RULES_PATH, UnknownMetricError, check_rules, render_rul
 from alerts.runbooks import SECTIONS, missing_runbooks, render_index, runbook_path
 from alerts.thresholds import DEFAULTS, Duration, Thresholds, from_mapping
 from exporter import catalog
+from exporter.engines import engine_metrics
 from exporter.promql import expression_problems, metric_names, selectors
 from tests.conftest import REPO
 
@@ -79,7 +80,8 @@ def test_expression_problems_names_unknown_metrics_and_labels():
     assert expression_problems('inference_request_duration_seconds_bucket{le="1"} > 1') == []
     assert expression_problems('up{job="x"} == 0') == []
     assert expression_problems("gpu_memory_usedd_bytes > 1") == [
-        "gpu_memory_usedd_bytes is neither in the metric catalog nor a recording rule"
+        "gpu_memory_usedd_bytes is neither in the metric catalog, an engine's declared metric, "
+        "nor a recording rule"
     ]
     assert expression_problems("inference_request_duration_seconds > 1") != []  # no bare series
     assert expression_problems('gpu_temperature_celsius{sensr="gpu"} > 1') == [
@@ -93,13 +95,15 @@ def test_expression_problems_names_unknown_metrics_and_labels():
 
 
 def test_every_metric_in_every_expression_is_a_catalog_family_or_a_recording_rule():
-    for r in recording_rules(DEFAULTS):
-        assert expression_problems(r.expr) == [], r.record
+    records = recording_rules(DEFAULTS)
+    for i, r in enumerate(records):  # a rule reads the catalog, the engines' metrics, or
+        # the rules evaluated before it
+        assert expression_problems(r.expr, [x.record for x in records[:i]]) == [], r.record
     for alert in ALERTS:
         for tier in alert.tiers:
             assert expression_problems(tier.expr, RECORDED) == [], (alert.name, tier.expr)
     used = {n for a in ALERTS for t in a.tiers for n in metric_names(t.expr)}
-    assert {catalog.GPU_MEMORY_USED.name, catalog.INFERENCE_KV_CACHE_UTILIZATION.name} <= used
+    assert {catalog.GPU_MEMORY_USED.name, "inference:kv_cache_utilization:max"} <= used
     check_rules(recording_rules(DEFAULTS), ALERTS)  # and the generator's own check passes
 
 
@@ -122,7 +126,7 @@ def test_a_rule_naming_a_metric_missing_from_the_catalog_fails_generation(monkey
 
 
 def test_a_recording_rule_the_alerts_use_must_exist(monkeypatch):
-    p99 = "instance:inference_request_duration_seconds:p99"
+    p99 = "engine:inference_request_duration_seconds:p99"
     monkeypatch.setattr(
         rules, "recording_rules", lambda t: [r for r in recording_rules(t) if r.record != p99]
     )
@@ -182,7 +186,10 @@ def test_the_committed_rule_file_has_the_expected_shape():
     records = {r["record"]: r["expr"] for r in groups["gpu-inference-exporter.recording"]}
     # service level: sum by (le, ...) before the quantile
     p99 = records["service:inference_time_to_first_token_seconds:p99"]
-    assert p99.startswith("histogram_quantile(0.99, sum by (le, cluster, namespace, job) (")
+    assert p99.startswith(
+        "histogram_quantile(0.99, sum by (le, cluster, namespace, job, engine, model) "
+        "(inference:time_to_first_token_seconds_bucket:rate5m))"
+    )
     for window in ("5m", "30m", "1h", "2h", "6h", "1d", "3d"):
         assert f"service:inference_request_errors:ratio_rate{window}" in records
     by_tier = _rules((REPO / RULES_PATH).read_text())
@@ -219,8 +226,13 @@ def test_alerts_keep_only_identity_that_survives_a_rollout():
     for name, expr in exprs:
         if not name.startswith("Inference"):
             assert re.search(
-                r"\bby \(|absent\(|^vector\(|^cluster_node|^max_over_time\(cluster_node", expr
+                r"\bby \(|absent\(|^vector\(|^cluster_node|^max_over_time\(cluster_node"
+                r"|^inference:",  # the inference layer is at an engine's identity already
+                expr,
             ), name
+        if name.startswith("job_instance:"):
+            continue  # the model each scrape target serves: keyed by the target, joined on it
+            # by the inference layer, whose rules keep an engine's identity
         for grouping in re.findall(r"\bby \(([^)]*)\)", expr):
             labels = {x.strip() for x in grouping.split(",")}
             assert "pod" not in labels, name
@@ -431,11 +443,29 @@ def test_the_index_lists_every_tier_and_refuses_an_alert_without_runbook(tmp_pat
 
 
 def test_definitions_only_name_metrics_through_the_catalog():
-    """No metric name is typed into the definitions: they come from catalog attributes."""
+    """No metric name is typed into the definitions: they come from catalog attributes and the
+    engines' declarations."""
     for path in sorted((REPO / "alerts" / "definitions").glob("*.py")):
         keys = "|".join(f.name for f in dataclasses.fields(Thresholds))
         source = re.sub(rf'"({keys})"', "", path.read_text())  # thresholds keys, not metrics
+        for name in engine_metrics():
+            assert name not in source, f"{name} in {path.name}"
         for name in catalog.FAMILIES:
             # (threshold attributes share some names: `t.gpu_row_remap_pending` is not a metric)
             assert not re.search(rf"(?<![.\w]){name}\b", source), f"{name} in {path.name}"
     assert common.UP == "up"
+
+
+def test_the_inference_alerts_read_only_the_inference_layer():
+    """No engine's own name in an inference alert: the canary, vLLM and SGLang page alike."""
+    records = recording_rules(DEFAULTS)
+    reads: dict[str, set[str]] = {}
+    for r in records:
+        reads.setdefault(r.record, set()).update(metric_names(r.expr))
+    layer_series = {r.record for r in records if r.record.startswith("inference:")}
+    for alert in ALERTS:
+        if alert.component != "inference":
+            continue
+        for tier in alert.tiers:
+            for name in metric_names(tier.expr):
+                assert name in layer_series or reads[name] <= layer_series, (alert.name, name)

@@ -275,6 +275,37 @@ def test_the_sidecar_container_fits_an_inference_pod_and_both_are_scraped():
         assert {"node", "cluster"} <= labels and "instance" not in labels  # pods share nodes
 
 
+def test_the_engines_are_scraped_with_the_identity_the_inference_layer_keeps():
+    """vLLM or SGLang servers beside the DaemonSet: their PodMonitor labels each target with its
+    pod's node and the cluster (the layer's identity, what joins an engine to its GPUs), keeps
+    the pod's own instance (servers share nodes) and lets no scraped label override them."""
+    docs = render_value_set("engine-monitor")
+    monitors = {m["metadata"]["name"]: m for m in of_kind(docs, "PodMonitor")}
+    engines = monitors.pop("gie-gpu-inference-exporter-engines")
+    assert not monitors and "DaemonSet" in {d["kind"] for d in docs}
+    assert engines["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "vllm"}
+    assert engines["spec"]["namespaceSelector"]["matchNames"] == ["inference"]
+    assert engines["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    (endpoint,) = engines["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
+    assert "honorLabels" not in endpoint
+    relabel = {r["targetLabel"]: r for r in endpoint["relabelings"]}
+    assert set(relabel) == {"node", "cluster"}
+    assert relabel["node"]["sourceLabels"] == ["__meta_kubernetes_pod_node_name"]
+    assert relabel["cluster"]["replacement"] == "prod-eu-1"
+    # the same identity as the exporter's series on that node
+    (exporter,) = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    exporter_labels = {r["targetLabel"]: r for r in exporter["relabelings"]}
+    assert exporter_labels["node"]["sourceLabels"] == relabel["node"]["sourceLabels"]
+    assert exporter_labels["cluster"]["replacement"] == relabel["cluster"]["replacement"]
+    # off by default, and never beside the sidecar form (sidecar.engine scrapes the engine)
+    assert not of_kind(render_value_set("default"), "PodMonitor")
+    beside = render({**value_set("sidecar"), "engineMonitor": {"enabled": True}})
+    assert [m["metadata"]["name"] for m in of_kind(beside, "PodMonitor")] == [
+        "gie-gpu-inference-exporter"
+    ]
+
+
 BAD_VALUES = [
     ({"port": "9466"}, "/port"),
     ({"replicas": 3}, "replicas"),

@@ -14,7 +14,9 @@ from exporter.catalog import FAMILIES
 from exporter.promql import expression_problems, metric_names
 
 SPECS = specs()
-RECORDS = {r.record: r.expr for r in recording_rules(DEFAULTS)}
+RECORDS: dict[str, str] = {}
+for _rule in recording_rules(DEFAULTS):  # the layer records one name once per engine
+    RECORDS[_rule.record] = RECORDS.get(_rule.record, "") + " or " + _rule.expr
 
 
 def all_queries():
@@ -82,10 +84,13 @@ def test_every_query_reads_only_catalog_metrics_and_their_labels():
 
 
 def test_every_gpu_allocator_and_inference_family_is_plotted_somewhere():
-    plotted = set()
-    for _, _, query in all_queries():
-        for name in metric_names(query.expr):  # a recording rule plots what it reads
-            plotted |= {name, *metric_names(RECORDS.get(name, ""))}
+    plotted: set[str] = set()
+    todo = [name for _, _, query in all_queries() for name in metric_names(query.expr)]
+    while todo:  # a recording rule plots what it reads, through the inference layer too
+        name = todo.pop()
+        if name not in plotted:
+            plotted.add(name)
+            todo += metric_names(RECORDS.get(name, "").removeprefix(" or "))
     plotted = {n.removesuffix("_bucket").removesuffix("_count") for n in plotted}
     not_plotted = {"gpu_backend_up", "gpu_clock_event_seconds_total", "inference_ready",
                    "inference_engine_failed",  # an alert's, not a panel's (issue 15)
@@ -154,3 +159,26 @@ def test_the_fleet_throttling_count_uses_the_alerts_reasons():
     for reason in DEFAULTS.gpu_clock_slowdown.reasons:
         assert reason in panel.queries[0].expr
     assert "sw_power_cap" not in panel.queries[0].expr  # not a thermal or hardware slowdown
+
+
+def test_the_llm_dashboard_reads_only_the_inference_layer_for_the_chosen_engine_and_model():
+    (spec,) = [s for s in SPECS if s.uid == "llm-inference"]
+    assert spec.variables[-2:] == ("engine", "model")
+    data = json.loads(to_json(spec))
+    queries = {
+        v["name"]: v["query"] for v in data["templating"]["list"] if v["name"] != "datasource"
+    }
+    assert queries["cluster"] == "label_values(inference:requests_running:sum, cluster)"
+    assert queries["model"] == (
+        'label_values(inference:requests_running:sum{cluster=~"$cluster", node=~"$node", '
+        'job=~"$job", engine=~"$engine"}, model)'
+    )
+    for panel in spec.panels:
+        for query in panel.queries:
+            for name in metric_names(query.expr):  # the layer, or the rules over it
+                assert name in RECORDS and name.split(":")[0] in {"inference", "engine", "service"}
+                reads = metric_names(RECORDS[name].removeprefix(" or "))
+                assert name.startswith("inference:") or all(
+                    n.startswith("inference:") for n in reads
+                ), (name, reads)
+            assert 'engine=~"$engine", model=~"$model"' in query.expr, query.expr

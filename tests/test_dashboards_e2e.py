@@ -30,6 +30,8 @@ VARIABLES = {
     "$node": ".*",
     "$job": ".*",
     "$gpu": ".*",
+    "$engine": ".*",
+    "$model": ".*",
 }
 
 

@@ -1,10 +1,12 @@
 """The alerts and recording rules, built from catalog entries and the thresholds config.
 
 One module per concern: gpu (memory, heat, faults that latch, GPUs that vanish), allocator,
-inference (SLO burn rates and per-instance warnings), exporter, fleet (one page for a
-fleet-wide fault), records (the recording rules the alerts and dashboards share). Every
-expression names metrics through `exporter.catalog` attributes and is checked again with
-`exporter.promql`; every alert keeps only identity labels that survive a rollout.
+inference (SLO burn rates and per-engine warnings, over the inference layer), exporter, fleet
+(one page for a fleet-wide fault), layer (the inference layer: the canary's, vLLM's and
+SGLang's figures as one set of `inference:*` series), records (the recording rules the alerts
+and dashboards share). Every expression names metrics through `exporter.catalog` attributes or
+the engines' declarations (`exporter.engines`) and is checked again with `exporter.promql`;
+every alert keeps only identity labels that survive a rollout.
 """
 
 from __future__ import annotations

@@ -12,10 +12,12 @@ ALERTS = "ALERTS"  # Prometheus's own series of pending and firing alerts
 
 WHERE = "node {{ $labels.node }}{{ with $labels.cluster }} (cluster {{ . }}){{ end }}"
 GPU = "GPU {{ $labels.gpu }} ({{ $labels.uuid }}) on " + WHERE
-ENGINE = "The inference engine of job {{ $labels.job }} on " + WHERE
+MODEL = "{{ with $labels.model }} serving {{ . }}{{ end }}"
+ENGINE = "The {{ $labels.engine }} engine" + MODEL + " of job {{ $labels.job }} on " + WHERE
 SERVICE = (
-    "The inference service {{ $labels.job }}{{ with $labels.namespace }} in namespace "
-    "{{ . }}{{ end }}{{ with $labels.cluster }} (cluster {{ . }}){{ end }}"
+    "The {{ $labels.engine }} inference service {{ $labels.job }}" + MODEL + "{{ with "
+    "$labels.namespace }} in namespace {{ . }}{{ end }}{{ with $labels.cluster }} (cluster "
+    "{{ . }}){{ end }}"
 )
 PERCENT = "{{ $value | humanizePercentage }}"
 SECONDS = "{{ $value | humanizeDuration }}"

@@ -1,16 +1,19 @@
-"""Inference alerts: service-level objectives page, per-instance figures warn.
+"""Inference alerts: service-level objectives page, per-engine figures warn.
 
-Error and latency objectives use the SRE workbook's multi-window, multi-burn-rate alerts at
-service level (every engine behind one job), with a floor of finished requests so a canary
-with a dozen requests cannot page. Per-instance p99s, error ratios, preemptions and the KV
-cache are warnings. A stuck engine is judged by progress (requests in, no token out), not by
-GPU utilization.
+Every expression reads the inference layer (alerts/definitions/layer.py), never an engine's
+own names: the same alert fires for the canary, vLLM or SGLang, labelled with the `engine` and
+the `model`. Error and latency objectives use the SRE workbook's multi-window,
+multi-burn-rate alerts at service level (every engine behind one job), with a floor of finished
+requests so a canary with a dozen requests cannot page. Per-engine p99s, error ratios,
+preemptions and the KV cache are warnings. A stuck engine is judged by progress (requests in,
+no token out and the KV cache not moving), not by GPU utilization.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from alerts.definitions import layer
 from alerts.definitions.common import (
     ENGINE,
     NUMBER,
@@ -18,7 +21,6 @@ from alerts.definitions.common import (
     SECONDS,
     SERVICE,
     held,
-    max_by,
     num,
     pct,
     secs,
@@ -34,9 +36,8 @@ from alerts.definitions.records import (
 )
 from alerts.model import Alert, TierRule
 from alerts.thresholds import BurnWindow, Duration, Slo, Thresholds
-from exporter import catalog as c
+from exporter.engines import Figure
 
-INSTANCE_ON = "on (cluster, node, namespace, job)"
 PACE = {
     "critical": "fast enough to exhaust it within days",
     "warning": "faster than it can afford over the month",
@@ -50,7 +51,7 @@ def _burn(
     parts = []
     for w in windows:
         limit = num(round(w.factor * budget, 12))
-        floor = f"{requests_rate('service', w.long)} * {num(w.long.seconds)}"
+        floor = f"{requests_rate(w.long)} * {num(w.long.seconds)}"
         parts.append(
             f"({ratio(w.long)} > {limit} and {ratio(w.short)} > {limit} "
             f"and {floor} >= {num(slo.min_requests)})"
@@ -69,7 +70,10 @@ def _slo_alert(
     ratio: Callable[[Duration], str],
     objective: float,
     t: Thresholds,
+    described: str = "",
 ) -> Alert:
+    """`what` in words; `described`: the same as a template for the description (default
+    `what`)."""
     slo = t.inference_slo
     budget = round(1 - objective, 12)
     tiers = []
@@ -82,7 +86,7 @@ def _slo_alert(
                 severity,
                 _burn(ratio, slo, budget, windows),
                 for_,
-                f"{SERVICE} has {PERCENT} of its requests {what} (objective: at most "
+                f"{SERVICE} has {PERCENT} of its requests {described or what} (objective: at most "
                 f"{pct(budget)}): it burns its error budget "
                 f"{PACE[severity]}"
                 f" ({_windows(windows)}, at least {num(slo.min_requests)} requests).",
@@ -110,16 +114,19 @@ def slo_alerts(t: Thresholds) -> list[Alert]:
         _slo_alert(
             "InferenceErrorBudgetBurn",
             "Inference requests are failing fast enough to burn the error budget",
-            f"failing ({', '.join(t.inference_error_outcomes)})",
+            f"failing ({', '.join(t.inference_error_outcomes)} for the canary, HTTP 5xx for vLLM)",
             lambda w: error_ratio("service", w),
             t.inference_slo.objective,
             t,
+            "failing ("
+            + f'{{{{ if eq $labels.engine "canary" }}}}{", ".join(t.inference_error_outcomes)}'
+            + "{{ else }}HTTP 5xx{{ end }})",
         ),
         _slo_alert(
             "InferenceTimeToFirstTokenBudgetBurn",
             "Inference time to first token misses its objective",
             f"waiting longer than {secs(ttft.target)} for their first token",
-            lambda w: slow_ratio(c.INFERENCE_TIME_TO_FIRST_TOKEN, w),
+            lambda w: slow_ratio(Figure.TIME_TO_FIRST_TOKEN, w),
             ttft.objective,
             t,
         ),
@@ -127,20 +134,24 @@ def slo_alerts(t: Thresholds) -> list[Alert]:
             "InferenceTimePerOutputTokenBudgetBurn",
             "Inference token generation misses its speed objective",
             f"token gaps longer than {secs(tpot.target)}",
-            lambda w: slow_ratio(c.INFERENCE_TIME_PER_OUTPUT_TOKEN, w),
+            lambda w: slow_ratio(Figure.INTER_TOKEN_LATENCY, w),
             tpot.objective,
             t,
         ),
     ]
 
 
-def instance_alerts(t: Thresholds) -> list[Alert]:
+def _enough(t: Thresholds, min_requests: float) -> str:
+    """` and <at least min_requests counted requests in the rate window>` (per engine)."""
+    w = t.inference_rate_window
+    requests = layer.rate(Figure.REQUESTS, w)
+    return f" and {requests} * {num(w.seconds)} >= {num(min_requests)}"
+
+
+def engine_alerts(t: Thresholds) -> list[Alert]:
     dash = t.links.inference_dashboard
     w = t.inference_rate_window
-    enough = (
-        f" and {INSTANCE_ON} {requests_rate('instance', w)} * {num(w.seconds)} >= "
-        f"{num(t.inference_min_requests)}"
-    )
+    enough = _enough(t, t.inference_min_requests)
     floor_words = f", at least {num(t.inference_min_requests)} requests in {w}"
     latency = [
         (
@@ -162,7 +173,7 @@ def instance_alerts(t: Thresholds) -> list[Alert]:
         (
             "InferenceTimePerOutputTokenHigh",
             "One inference engine's time per output token is high",
-            "time_per_output_token",
+            "inter_token_latency",
             t.inference_tpot_p99,
             "time per output token",
             "inference_tpot_p99",
@@ -176,11 +187,11 @@ def instance_alerts(t: Thresholds) -> list[Alert]:
             summary,
             SECONDS,
             dash,
-            "instance",
+            "engine",
             (
                 tier_above(
                     "warning",
-                    f"({quantile_record('instance', LATENCY_HISTOGRAMS[hist], 'p99')}{enough})",
+                    f"({quantile_record('engine', LATENCY_HISTOGRAMS[hist], 'p99')}{enough})",
                     tier,
                     f"{ENGINE} has a p99 {what} of {SECONDS} over the last {w}, above "
                     "<threshold><for>. One engine, not the service: check its node and GPU.",
@@ -203,11 +214,11 @@ def instance_alerts(t: Thresholds) -> list[Alert]:
             "One inference engine fails many of its requests",
             PERCENT,
             dash,
-            "instance",
+            "engine",
             (
                 tier_above(
                     "warning",
-                    f"({error_ratio('instance', w)}{enough})",
+                    f"({error_ratio('engine', w)}{enough})",
                     t.inference_error_ratio,
                     f"{ENGINE} ended {PERCENT} of its requests "
                     f"{', '.join(t.inference_error_outcomes)} over the last {w}, above "
@@ -226,15 +237,14 @@ def instance_alerts(t: Thresholds) -> list[Alert]:
             "Inference KV cache is nearly full",
             PERCENT,
             dash,
-            "instance",
+            "engine",
             two_tiers(
-                max_by(
-                    "instance", f"avg_over_time({c.INFERENCE_KV_CACHE_UTILIZATION}[{kv.window}])"
-                ),
+                f"avg_over_time({layer.gauge(Figure.KV_CACHE)}[{kv.window}])",
                 kv.tiers,
-                f"{ENGINE} had {PERCENT} of its KV cache blocks in use on average over "
-                f"{kv.window}, above <threshold><for>: it sheds new requests at "
-                f"{pct(t.inference_limits.kv_shed_utilization)} and preempts running ones.",
+                f"{ENGINE} had {PERCENT} of its KV cache in use on average over "
+                f"{kv.window}, above <threshold><for>: new requests wait for room (the canary "
+                f"sheds them at {pct(t.inference_limits.kv_shed_utilization)}) and running "
+                "ones are preempted.",
                 f"KV cache utilization (mean over {kv.window}) > <threshold><for>",
                 pct,
             ),
@@ -248,15 +258,12 @@ def instance_alerts(t: Thresholds) -> list[Alert]:
             "Inference requests keep waiting: the queue never drains",
             NUMBER,
             dash,
-            "instance",
+            "engine",
             (
                 TierRule(
                     "warning",
-                    max_by(
-                        "instance",
-                        f"min_over_time({c.INFERENCE_REQUESTS_WAITING}[{backlog.window}])",
-                    )
-                    + f" > {num(backlog.min_waiting)}",
+                    f"min_over_time({layer.gauge(Figure.WAITING)}[{backlog.window}])"
+                    f" > {num(backlog.min_waiting)}",
                     backlog.for_,
                     f"{ENGINE} has had more than {num(backlog.min_waiting)} requests waiting at "
                     f"every moment of the last {backlog.window}{held(backlog.for_)} (at least "
@@ -275,15 +282,11 @@ def instance_alerts(t: Thresholds) -> list[Alert]:
             "Inference requests are being preempted",
             "{{ $value | humanize }}/s",
             dash,
-            "instance",
+            "engine",
             (
                 tier_above(
                     "warning",
-                    f"({max_by('instance', f'rate({c.INFERENCE_PREEMPTIONS}[{pre.window}])')}"
-                    + (
-                        f" and {INSTANCE_ON} {requests_rate('instance', w)} * "
-                        f"{num(w.seconds)} >= {num(pre.min_requests)})"
-                    ),
+                    f"({layer.rate(Figure.PREEMPTIONS, pre.window)}{_enough(t, pre.min_requests)})",
                     type(t.inference_error_ratio)(pre.threshold, pre.for_),
                     f"{ENGINE} preempts {{{{ $value | humanize }}}} running requests per second "
                     f"(over {pre.window}), above <threshold>/s<for>: the KV cache is too small "
@@ -302,25 +305,20 @@ def instance_alerts(t: Thresholds) -> list[Alert]:
             "Inference engine has requests but generates no tokens",
             NUMBER,
             dash,
-            "instance",
+            "engine",
             (
                 TierRule(
                     "critical",
-                    max_by(
-                        "instance",
-                        f"min_over_time(({c.INFERENCE_REQUESTS_RUNNING} + "
-                        f"{c.INFERENCE_REQUESTS_WAITING})[{stuck.window}:])",
-                    )
-                    + " > 0 and "
-                    + max_by(
-                        "instance", f"increase({c.INFERENCE_GENERATION_TOKENS}[{stuck.window}])"
-                    )
-                    + " == 0",
+                    f"min_over_time(({layer.gauge(Figure.RUNNING)} + "
+                    f"{layer.gauge(Figure.WAITING)})[{stuck.window}:]) > 0 "
+                    f"and {layer.rate(Figure.GENERATION_TOKENS, stuck.window)} == 0 "
+                    f"unless changes({layer.gauge(Figure.KV_CACHE)}[{stuck.window}]) > 0",
                     stuck.for_,
                     f"{ENGINE} has had requests running or waiting for {stuck.window} and "
-                    f"generated no token in that time{held(stuck.for_)}: it is hung.",
-                    f"requests running or waiting throughout {stuck.window} and no token "
-                    f"generated in it{held(stuck.for_)}",
+                    f"generated no token in that time{held(stuck.for_)}, its KV cache "
+                    "unchanged: it is hung.",
+                    f"requests running or waiting throughout {stuck.window}, no token "
+                    f"generated and the KV cache unchanged in it{held(stuck.for_)}",
                 ),
             ),
             key="inference_engine_stuck",
@@ -333,15 +331,15 @@ def instance_alerts(t: Thresholds) -> list[Alert]:
             "Inference engine is not ready: it failed or never warmed up",
             "{{ $value }}",
             dash,
-            "instance",
+            "engine",
             (
                 TierRule(
                     "warning",
-                    max_by("instance", f"{c.INFERENCE_READY}") + " == 0",
+                    f"{layer.gauge(Figure.READY)} == 0",
                     t.inference_engine_not_ready.for_,
                     f"{ENGINE} has not been ready{held(t.inference_engine_not_ready.for_)}: the "
                     "model failed to load or the engine failed; its API refuses requests.",
-                    f"{c.INFERENCE_READY} == 0{held(t.inference_engine_not_ready.for_)}",
+                    f"not ready{held(t.inference_engine_not_ready.for_)}",
                 ),
             ),
             key="inference_engine_not_ready",
@@ -352,4 +350,4 @@ def instance_alerts(t: Thresholds) -> list[Alert]:
 
 
 def inference_alerts(t: Thresholds) -> list[Alert]:
-    return slo_alerts(t) + instance_alerts(t)
+    return slo_alerts(t) + engine_alerts(t)

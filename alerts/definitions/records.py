@@ -1,58 +1,56 @@
-"""Recording rules: what the alerts and the dashboards read at node and service level.
+"""Recording rules: what the alerts and the dashboards read at node, engine and service level.
 
-Names follow Prometheus's `level:metric:operations`. Service level sums `by (le, ...)` before
-`histogram_quantile`, so one quantile covers every engine behind a job; the SLO ratios are
+Names follow Prometheus's `level:metric:operations`. The inference figures come from the
+inference layer (alerts/definitions/layer.py: `inference:*`, one set of series for the canary,
+vLLM and SGLang); the service level sums its bucket rates `by (le, ...)` before
+`histogram_quantile`, so one quantile covers every engine behind a job, and the SLO ratios are
 recorded for every burn-rate window the alerts use.
 """
 
 from __future__ import annotations
 
-from alerts.definitions.common import le_regex, regex_of
+from alerts.definitions import layer
+from alerts.definitions.common import regex_of
+from alerts.definitions.layer import slo_windows
 from alerts.model import IDENTITY, RecordingRule
 from alerts.thresholds import Duration, Thresholds
 from exporter import catalog as c
+from exporter.engines import Figure
 from exporter.xid_catalog import XID_CATALOG
 
 GPU_COUNT = "cluster_node:gpu_present:count"
 XID_CRITICAL = "cluster_node_gpu_xid:gpu_xid_errors_critical:increase"
 NVLINK_LINKS_UP = "cluster_node_gpu:gpu_nvlink_links_up:sum"
 
+#: The latency histograms of the layer, by the short name the alerts and panels use.
 LATENCY_HISTOGRAMS = {
-    "request_duration": c.INFERENCE_REQUEST_DURATION,
-    "time_to_first_token": c.INFERENCE_TIME_TO_FIRST_TOKEN,
-    "time_per_output_token": c.INFERENCE_TIME_PER_OUTPUT_TOKEN,
-    "queue_duration": c.INFERENCE_QUEUE_DURATION,
+    "request_duration": Figure.REQUEST_DURATION,
+    "time_to_first_token": Figure.TIME_TO_FIRST_TOKEN,
+    "inter_token_latency": Figure.INTER_TOKEN_LATENCY,
+    "queue_duration": Figure.QUEUE_DURATION,
 }
 QUANTILES = {"p50": 0.5, "p99": 0.99}
-SERVICE = ", ".join(IDENTITY["service"])
-INSTANCE = ", ".join(IDENTITY["instance"])
+LEVELS = {"service": IDENTITY["service"], "engine": IDENTITY["engine"]}
 
 
-def quantile_record(level: str, family: c.MetricFamily, label: str) -> str:
-    """`service:<histogram name>:p99` (level: service or instance)."""
-    return f"{level}:{family.name}:{label}"
+def quantile_record(level: str, figure: Figure, label: str) -> str:
+    """`service:inference_<figure>:p99` (level: service or engine)."""
+    return f"{level}:inference_{figure}:{label}"
 
 
-def requests_rate(level: str, window: Duration) -> str:
-    """Requests that count for the SLO (ok or failed; not rejected, not cancelled) per second."""
-    return f"{level}:inference_requests:rate{window}"
+def requests_rate(window: Duration) -> str:
+    """Requests that count for the SLO (ok or failed; not rejected, not cancelled) per second,
+    per service."""
+    return f"service:inference_requests:rate{window}"
 
 
 def error_ratio(level: str, window: Duration) -> str:
     return f"{level}:inference_request_errors:ratio_rate{window}"
 
 
-def slow_ratio(family: c.MetricFamily, window: Duration) -> str:
+def slow_ratio(figure: Figure, window: Duration) -> str:
     """Share of observations above the latency SLO's target."""
-    return f"service:{family.name}:slo_miss_ratio_rate{window}"
-
-
-def slo_windows(t: Thresholds) -> list[Duration]:
-    """Every window a burn-rate alert reads, plus the per-instance rate window."""
-    windows = {t.inference_rate_window}
-    for w in (*t.inference_slo.page, *t.inference_slo.ticket):
-        windows.update((w.long, w.short))
-    return sorted(windows, key=lambda d: d.seconds)
+    return f"service:inference_{figure}:slo_miss_ratio_rate{window}"
 
 
 def gpu_count_expr() -> str:
@@ -71,9 +69,8 @@ def xid_critical_codes(t: Thresholds) -> list[int]:
 
 
 def recording_rules(t: Thresholds) -> list[RecordingRule]:
-    errors = regex_of(t.inference_error_outcomes)
-    counted = regex_of(("ok", *t.inference_error_outcomes))
-    w = t.inference_rate_window
+    """Every recording rule, in evaluation order: the GPU rules, the inference layer, then what
+    reads the layer."""
     rules = [
         RecordingRule(
             GPU_COUNT,
@@ -96,47 +93,52 @@ def recording_rules(t: Thresholds) -> list[RecordingRule]:
             "(sparse: only while there are some): GpuXidError keeps firing over this for hours",
         ),
     ]
-    for level, labels in (("service", SERVICE), ("instance", INSTANCE)):
-        for fam in LATENCY_HISTOGRAMS.values():
+    return rules + layer.layer_rules(t) + inference_rules(t)
+
+
+def inference_rules(t: Thresholds) -> list[RecordingRule]:
+    """Quantiles, request rates, error ratios and SLO miss ratios over the layer."""
+    w = t.inference_rate_window
+    rules = []
+    for level, identity in LEVELS.items():
+        labels = ", ".join(identity)
+        for figure in LATENCY_HISTOGRAMS.values():
             for label, q in QUANTILES.items():
                 rules.append(
                     RecordingRule(
-                        quantile_record(level, fam, label),
+                        quantile_record(level, figure, label),
                         f"histogram_quantile({q}, sum by (le, {labels}) "
-                        f"(rate({fam.name}_bucket[{w}])))",
-                        f"{label} of {fam.name} over {w} per {level}",
+                        f"({layer.buckets(figure, w)}))",
+                        f"{label} of {figure} over {w} per {level}",
                     )
                 )
-    windows = slo_windows(t)
-    for level, labels in (("service", SERVICE), ("instance", INSTANCE)):
-        for window in windows if level == "service" else [w]:
-            total = (
-                f'sum by ({labels}) (rate({c.INFERENCE_REQUESTS}{{outcome=~"{counted}"}}'
-                f"[{window}]))"
+    service = ", ".join(IDENTITY["service"])
+    requests, errors = Figure.REQUESTS, Figure.REQUEST_ERRORS
+    rules.append(
+        RecordingRule(
+            error_ratio("engine", w),
+            f"{layer.rate(errors, w)} / {layer.rate(requests, w)}",
+            f"share of one engine's requests that failed over {w}",
+        )
+    )
+    for window in slo_windows(t):
+        total = f"sum by ({service}) ({layer.rate(requests, window)})"
+        rules.append(RecordingRule(requests_rate(window), total, f"requests per second, {window}"))
+        rules.append(
+            RecordingRule(
+                error_ratio("service", window),
+                f"sum by ({service}) ({layer.rate(errors, window)}) / {total}",
+                f"share of the service's requests that failed over {window}",
             )
-            rules.append(
-                RecordingRule(requests_rate(level, window), total, f"requests per second, {window}")
-            )
-            rules.append(
-                RecordingRule(
-                    error_ratio(level, window),
-                    f'sum by ({labels}) (rate({c.INFERENCE_REQUESTS}{{outcome=~"{errors}"}}'
-                    f"[{window}])) / {total}",
-                    f"share of requests that ended {', '.join(t.inference_error_outcomes)}",
-                )
-            )
-    for fam, slo in (
-        (c.INFERENCE_TIME_TO_FIRST_TOKEN, t.inference_ttft_slo),
-        (c.INFERENCE_TIME_PER_OUTPUT_TOKEN, t.inference_tpot_slo),
-    ):
-        for window in windows:
+        )
+    for figure in layer.SLO_FIGURES:
+        for window in slo_windows(t):
             rules.append(
                 RecordingRule(
-                    slow_ratio(fam, window),
-                    f"1 - sum by ({SERVICE}) "
-                    f'(rate({fam.name}_bucket{{le=~"{le_regex(slo.target)}"}}[{window}])) '
-                    f"/ sum by ({SERVICE}) (rate({fam.name}_count[{window}]))",
-                    f"share of {fam.name} above {slo.target:g}s",
+                    slow_ratio(figure, window),
+                    f"1 - sum by ({service}) ({layer.within_target(figure, window)}) "
+                    f"/ sum by ({service}) ({layer.observations(figure, window)})",
+                    f"share of {figure} observations above the objective's target, {window}",
                 )
             )
     return rules
