@@ -307,3 +307,18 @@ def test_the_nvml_table_lists_gpus_and_their_mig_devices(fake_nvml):
 
 def test_without_nvml_the_table_is_empty():
     assert nvml_gpu_table() == {}  # this machine has no driver
+
+
+def test_past_the_file_limit_the_rest_are_refused_and_said_once(tmp_path, monkeypatch, caplog):
+    import exporter.sources.torch_probe as module
+
+    monkeypatch.setattr(module, "MAX_FILES", 2)
+    for pid in (os.getpid(), os.getppid(), 1):
+        write(tmp_path, record(pid, namespace=OTHER_NAMESPACE, started=1))
+    src = source(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        collect(src)
+        m = collect(src)
+    assert files(m) == {"live": 2, "stale": 0, "refused": 1, "corrupt": 0}
+    assert len(labels_of(m)) == 2
+    assert len(caplog.records) == 1 and "3 files in" in caplog.text

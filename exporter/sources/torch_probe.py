@@ -57,6 +57,9 @@ STALE_SLACK = 2.0
 #: A temporary file older than this is left by a write that died (a write takes milliseconds).
 TEMP_MAX_AGE = 60.0
 STATES = ("live", "stale", "refused", "corrupt")
+#: Files read per collection at most (in name order; the rest are refused): a writer gone
+#: wrong cannot make a collection unbounded.
+MAX_FILES = 1024
 
 
 class Refused(Exception):
@@ -107,16 +110,25 @@ class ProbeDirectorySource:
         for entry in entries:
             if entry.name.startswith(TEMP_PREFIX):
                 self._sweep_temporary(entry, now)
-                continue
-            if not entry.name.endswith(SUFFIX):
-                continue
-            names.add(entry.name)
-            state, record = self._take(entry.name, now)
+            elif entry.name.endswith(SUFFIX):
+                names.add(entry.name)
+        if len(names) > MAX_FILES:
+            states["refused"] += len(names) - MAX_FILES
+            self._say(
+                "",
+                logging.WARNING,
+                f"{len(names)} files in {self.directory}: reading the first {MAX_FILES} by name",
+            )
+            names = set(sorted(names)[:MAX_FILES])
+        else:
+            self._said.pop("", None)
+        for name in names:
+            state, record = self._take(name, now)
             if state:
                 states[state] += 1
             if record is not None:
                 live.append(record)
-        for gone in (self._reads.keys() | self._said.keys()) - names:
+        for gone in (self._reads.keys() | self._said.keys()) - names - {""}:
             self._reads.pop(gone, None)
             self._said.pop(gone, None)
         out = self._samples(live)
