@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 
 import pytest
 
-from exporter.probe import procfs, start_from_env
+from exporter.probe import ENV_DIR, procfs, start_from_env
 from exporter.probe.record import FORMAT, CorruptRecord, ProbeRecord, decode, encode
 from exporter.probe.stats import (
     ALLOCATED,
@@ -289,3 +289,9 @@ def test_without_the_variable_the_plugin_does_nothing_and_a_bad_interval_is_said
         bad = {"GIE_TORCH_PROBE_DIR": "/nonexistent", "GIE_TORCH_PROBE_INTERVAL": "soon"}
         assert start_from_env(bad) is None
     assert "GIE_TORCH_PROBE_INTERVAL" in caplog.text
+
+
+def test_the_probe_and_the_exporter_read_the_directory_from_one_variable():
+    from exporter.cli import env_name
+
+    assert env_name("--torch.probe-dir") == ENV_DIR == "GIE_TORCH_PROBE_DIR"

@@ -321,4 +321,4 @@ def test_past_the_file_limit_the_rest_are_refused_and_said_once(tmp_path, monkey
         m = collect(src)
     assert files(m) == {"live": 2, "stale": 0, "refused": 1, "corrupt": 0}
     assert len(labels_of(m)) == 2
-    assert len(caplog.records) == 1 and "3 files in" in caplog.text
+    assert len(caplog.records) == 1 and "more than 2 files in" in caplog.text

@@ -117,7 +117,7 @@ class ProbeDirectorySource:
             self._say(
                 "",
                 logging.WARNING,
-                f"{len(names)} files in {self.directory}: reading the first {MAX_FILES} by name",
+                f"more than {MAX_FILES} files in {self.directory}: reading the first by name",
             )
             names = set(sorted(names)[:MAX_FILES])
         else:
