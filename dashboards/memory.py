@@ -17,6 +17,8 @@ from exporter import catalog as c
 
 UID = "gpu-memory"
 LEGEND = "{{node}} gpu {{gpu}}"
+#: The allocator series are per process: several share a GPU (tensor-parallel workers, a canary).
+PROCESS_LEGEND = LEGEND + " {{process}} pid {{pid}}"
 
 
 def time_to_full(window: str = "10m") -> str:
@@ -107,8 +109,8 @@ def dashboard(t: Thresholds) -> DashboardSpec:
             "driver (reserved). A widening gap is cached or stranded memory.",
             "bytes",
             (
-                Query(sel(c.TORCH_CUDA_MEMORY_ALLOCATED), "allocated " + LEGEND),
-                Query(sel(c.TORCH_CUDA_MEMORY_RESERVED), "reserved " + LEGEND),
+                Query(sel(c.TORCH_CUDA_MEMORY_ALLOCATED), "allocated " + PROCESS_LEGEND),
+                Query(sel(c.TORCH_CUDA_MEMORY_RESERVED), "reserved " + PROCESS_LEGEND),
             ),
             min=0,
         ),
@@ -117,7 +119,7 @@ def dashboard(t: Thresholds) -> DashboardSpec:
             "Free memory stranded inside partly used segments, which empty_cache() cannot "
             "return: the fragmentation the OOM message points at.",
             "bytes",
-            (Query(sel(c.TORCH_CUDA_MEMORY_INACTIVE_SPLIT), LEGEND),),
+            (Query(sel(c.TORCH_CUDA_MEMORY_INACTIVE_SPLIT), PROCESS_LEGEND),),
             min=0,
         ),
         Panel(
@@ -125,7 +127,7 @@ def dashboard(t: Thresholds) -> DashboardSpec:
             "Inactive split over reserved, against the fragmentation alert's levels. "
             "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True is the usual cure.",
             "percentunit",
-            (Query(sel(c.TORCH_CUDA_FRAGMENTATION), LEGEND),),
+            (Query(sel(c.TORCH_CUDA_FRAGMENTATION), PROCESS_LEGEND),),
             thresholds=tiers(t.torch_fragmentation.tiers),
             min=0,
             max=1,
@@ -136,8 +138,11 @@ def dashboard(t: Thresholds) -> DashboardSpec:
             "per interval.",
             "short",
             (
-                Query(f"increase({sel(c.TORCH_CUDA_ALLOC_RETRIES)}[{RATE}])", "retries " + LEGEND),
-                Query(f"increase({sel(c.TORCH_CUDA_OOMS)}[{RATE}])", "OOMs " + LEGEND),
+                Query(
+                    f"increase({sel(c.TORCH_CUDA_ALLOC_RETRIES)}[{RATE}])",
+                    "retries " + PROCESS_LEGEND,
+                ),
+                Query(f"increase({sel(c.TORCH_CUDA_OOMS)}[{RATE}])", "OOMs " + PROCESS_LEGEND),
             ),
             min=0,
         ),

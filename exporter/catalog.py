@@ -335,33 +335,45 @@ GPU_XID_ERRORS = _counter(
 )
 
 # --- PyTorch caching allocator ------------------------------------------------------------------
+# One series per process and GPU: the exporter's own harness, and every serving process that runs
+# the allocator probe (exporter/probe, read from --torch.probe-dir).
+
+#: Labels of the allocator series: the GPU, and the process whose allocator it is.
+PROCESS_LABELS: tuple[str, ...] = (*DEVICE_LABELS, "pid", "process")
 
 TORCH_CUDA_MEMORY_ALLOCATED = _gauge(
     "torch_cuda_memory_allocated_bytes",
     "Memory held by live tensors in the PyTorch caching allocator",
+    PROCESS_LABELS,
     unit="bytes",
 )
 TORCH_CUDA_MEMORY_RESERVED = _gauge(
     "torch_cuda_memory_reserved_bytes",
     "Memory the PyTorch caching allocator holds from the driver (what nvidia-smi shows)",
+    PROCESS_LABELS,
     unit="bytes",
 )
 TORCH_CUDA_MEMORY_INACTIVE_SPLIT = _gauge(
     "torch_cuda_memory_inactive_split_bytes",
     "Free memory stranded inside partly used allocator segments, which empty_cache cannot return",
+    PROCESS_LABELS,
     unit="bytes",
 )
 TORCH_CUDA_FRAGMENTATION = _gauge(
     "torch_cuda_fragmentation_ratio",
     "Inactive split bytes over reserved bytes (0 when nothing is reserved)",
+    PROCESS_LABELS,
     unit="ratio",
 )
 TORCH_CUDA_ALLOC_RETRIES = _counter(
     "torch_cuda_alloc_retries_total",
     "Allocations that failed, freed the cache and retried: the step before an OOM",
+    PROCESS_LABELS,
 )
 TORCH_CUDA_OOMS = _counter(
-    "torch_cuda_ooms_total", "Out-of-memory errors raised by the PyTorch caching allocator"
+    "torch_cuda_ooms_total",
+    "Out-of-memory errors raised by the PyTorch caching allocator",
+    PROCESS_LABELS,
 )
 
 # --- Inference harness ---------------------------------------------------------------------
@@ -473,6 +485,13 @@ EXPORTER_COLLECT_ERRORS = _counter(
     "exporter_collect_errors_total",
     "Failed collections per source (reason is error, timeout, invalid or unavailable)",
     ("source", "reason"),
+)
+EXPORTER_TORCH_PROBE_FILES = _gauge(
+    "exporter_torch_probe_files",
+    "Allocator probe files in --torch.probe-dir by state: live (exported), stale (a process "
+    "that exited, not removable), refused (owner, mode, type or size), corrupt (torn or not a "
+    "probe's)",
+    ("state",),
 )
 EXPORTER_LAST_COLLECT_TIMESTAMP = _gauge(
     "exporter_last_collect_timestamp_seconds",

@@ -352,6 +352,25 @@ def build_parser() -> argparse.ArgumentParser:
         "(one series per process: opt-in for cardinality)",
     )
     add(
+        "--torch.probe-dir",
+        dest="torch_probe_dir",
+        default=None,
+        metavar="DIR",
+        help="directory the allocator probes of the serving processes write to (vLLM with "
+        "this package installed and GIE_TORCH_PROBE_DIR set, or exporter.probe.start() in any "
+        "PyTorch server): export each process's torch_cuda_* figures, labelled pid and process",
+    )
+    add(
+        "--torch.probe-uid",
+        dest="torch_probe_uids",
+        type=_non_negative_int,
+        action="append",
+        default=[],
+        metavar="UID",
+        help="also trust probe files owned by this user (repeatable); files of this process's "
+        "user and of root are trusted, any other is refused",
+    )
+    add(
         "--dcgm.address",
         dest="dcgm_address",
         default="localhost:5555",

@@ -72,7 +72,25 @@ class Runtime:
 
 
 def build_sources(backend: str, args: argparse.Namespace) -> list[Source]:
-    """The sources for a resolved backend (`simulated`, `nvml`, `dcgm` or `none`)."""
+    """The sources for a resolved backend (`simulated`, `nvml`, `dcgm` or `none`), and the
+    serving processes' allocator probes with --torch.probe-dir."""
+    sources = _gpu_sources(backend, args)
+    directory = getattr(args, "torch_probe_dir", None)
+    if directory:
+        from exporter.sources.torch import GpuLookup
+        from exporter.sources.torch_probe import ProbeDirectorySource
+
+        gpus = GpuLookup()  # NVML's index and UUID
+        simulated = [s for s in sources if hasattr(s, "uuids")]
+        if simulated:  # the simulated fleet's GPUs stand for the node's
+            uuids = simulated[0].uuids  # type: ignore[attr-defined]
+            gpus = GpuLookup(lambda: {u: (str(i), u) for i, u in enumerate(uuids)})
+        uids = getattr(args, "torch_probe_uids", [])
+        sources.append(ProbeDirectorySource(directory, trusted_uids=uids, gpus=gpus))
+    return sources
+
+
+def _gpu_sources(backend: str, args: argparse.Namespace) -> list[Source]:
     if backend == "simulated":
         from exporter.sources.simulated import SimulatedSource
 

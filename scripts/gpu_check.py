@@ -10,7 +10,10 @@ localhost:5555) on a free 127.0.0.1 port, lets it collect for a few seconds whil
 - what the backend said it does not support (NVML) or has no value for (DCGM), per GPU, and
   with DCGM whether the profiling module serves (all from the exporter's log),
 - scrape latency (p50/p99/max), collection duration of the source (p50/max) and the
-  exporter's CPU seconds per collection cycle.
+  exporter's CPU seconds per collection cycle,
+- with PyTorch on CUDA (`--probe`, scripts/gpu_check_probe.py): the allocator probe in a real
+  CUDA process, its figures as the exporter reads them from its file against the process's
+  own, what a write costs, and its series and file gone once the process is killed.
 
 Exit status: 0 when every family this hardware should answer is there; 1 when one is missing
 or the source is down; 2 when the exporter fails to start or dies. Run it through
@@ -24,10 +27,12 @@ import json
 import math
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections import defaultdict
@@ -36,6 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from gpu_check_probe import check_probe  # noqa: E402  (scripts/, this file's directory)
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from exporter.catalog import FAMILIES  # noqa: E402
@@ -262,7 +268,24 @@ def main(argv: list[str] | None = None) -> int:
         "--allow-missing", action="append", default=[], help="do not require FAMILY"
     )
     parser.add_argument("--startup-timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--probe",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="run the allocator probe in a PyTorch process on the GPU and check what the "
+        "exporter reads from it (auto: when this Python's torch sees CUDA; on: fail otherwise)",
+    )
+    parser.add_argument("--probe-interval", type=float, default=0.5, help="the probe's interval")
+    parser.add_argument(
+        "--probe-python",
+        default=sys.executable,
+        help="the Python (with CUDA PyTorch) that runs the probed process; it needs only torch",
+    )
     args, exporter_args = parser.parse_known_args(argv)
+    args.probe_dir = None
+    if args.probe != "off":
+        args.probe_dir = Path(tempfile.mkdtemp(prefix="gpu-check-probe-"))
+        exporter_args.append(f"--torch.probe-dir={args.probe_dir}")
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
@@ -285,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                 proc.kill()
                 proc.wait()
             log_path.unlink(missing_ok=True)
+            if args.probe_dir is not None:
+                shutil.rmtree(args.probe_dir, ignore_errors=True)
 
 
 def read_log(path: Path) -> list[dict]:
@@ -395,6 +420,16 @@ def run_check(args, proc: subprocess.Popen, url: str, log_path: Path) -> int:
         )
 
     problems = []
+    if args.probe_dir is not None:
+        print("\nAllocator probe (a PyTorch process writing its torch.cuda.memory_stats):")
+        lines, found = check_probe(
+            lambda: parse(scrape(url)[1]), args.probe_dir, args.probe_interval, args.probe_python
+        )
+        for line in lines:
+            print(f"  {line}")
+        problems += found
+        if args.probe == "on" and lines and lines[0].startswith("skipped"):
+            problems.append(f"--probe on: the probe check was {lines[0]}")
     for n, lb, v in samples:
         failed = n == "exporter_collect_errors_total" and lb.get("reason") in ("invalid", "error")
         if failed and lb.get("source") == args.backend and v > 0:

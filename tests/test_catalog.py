@@ -61,6 +61,8 @@ EXTRA_LABELS = {
     "gpu_mig_memory_free_bytes": ("gpu_instance", "compute_instance"),
     "gpu_mig_memory_total_bytes": ("gpu_instance", "compute_instance"),
     "gpu_process_memory_used_bytes": ("pid", "process"),
+    # the allocator is per process: the harness's own and each probed serving process
+    **{name: ("pid", "process") for name in REQUIRED if name.startswith("torch_cuda_")},
 }
 
 

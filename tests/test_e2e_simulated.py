@@ -96,10 +96,11 @@ def test_gpu_lost_takes_out_only_that_gpu_and_the_exporter_keeps_answering():
     assert later[("exporter_source_up", (("source", "simulated"),))] == 1
 
 
-def test_the_simulated_fleet_exports_every_catalog_family():
-    # --collect.processes and --simulate.mig: the opt-in process and MIG families too.
+def test_the_simulated_fleet_exports_every_catalog_family(tmp_path):
+    # --collect.processes and --simulate.mig: the opt-in process and MIG families too;
+    # --torch.probe-dir: the allocator probes' files (none here: the files gauge at 0).
     args = ("--backend=simulated", "--collect.interval=0.2", "--collect.processes")
-    args += ("--simulate.mig=1",)
+    args += ("--simulate.mig=1", f"--torch.probe-dir={tmp_path}")
     pod = {"POD_NAME": "gie-0", "POD_NAMESPACE": "monitoring"}  # exporter_pod_info
     with run_exporter(*args, env=pod) as exp:
         time.sleep(0.5)

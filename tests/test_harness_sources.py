@@ -2,6 +2,7 @@
 through the sampler into /metrics."""
 
 import asyncio
+import os
 import shutil
 import subprocess
 
@@ -12,58 +13,24 @@ from prometheus_client.openmetrics.parser import (
 )
 
 from exporter.exposition import CONTENT_TYPE_OPENMETRICS, Format
+from exporter.probe.stats import TorchCudaStats
 from exporter.sampler import Sampler
 from exporter.server import build_app
 from exporter.sources.harness import HarnessSource
 from exporter.sources.torch import (
-    DeviceStats,
+    GpuLookup,
     TorchAllocatorSource,
     allocator_samples,
     expandable_segments_enabled,
 )
 from tests.conftest import parse_metrics, series
+from tests.fake_cuda import FakeCuda, FakeDevice, memory_stats
 from tests.harness_helpers import idle, run, tiny_engine, torch, until
 
 GIB = 2**30
 UUID0 = "GPU-5a1e7d0c-3b7e-4f4c-9d55-0123456789ab"
 UUID1 = "GPU-9f0e1d2c-aaaa-bbbb-cccc-ddddeeeeffff"
-
-
-def memory_stats(
-    allocated: int, reserved: int, inactive_split: int | None, retries=0, ooms=0
-) -> dict[str, int]:
-    """A dict shaped like torch.cuda.memory_stats(): every core statistic per pool and metric
-    type, then the event counters. inactive_split None: the allocator did not report it."""
-    stats: dict[str, int] = {}
-    figures = {
-        "allocated": 120,
-        "allocated_bytes": allocated,
-        "segment": 14,
-        "reserved_bytes": reserved,
-        "active": 130,
-        "active_bytes": allocated + 4096,
-        "inactive_split": 9,
-        "inactive_split_bytes": inactive_split,
-        "requested_bytes": allocated - 512,
-    }
-    for name, current in figures.items():
-        if current is None:
-            continue
-        for pool, share in (("all", 1.0), ("large_pool", 0.9), ("small_pool", 0.1)):
-            value = int(current * share)
-            stats[f"{name}.{pool}.current"] = value
-            stats[f"{name}.{pool}.peak"] = value + 1024
-            stats[f"{name}.{pool}.allocated"] = value * 3
-            stats[f"{name}.{pool}.freed"] = value * 2
-    stats.update(
-        num_alloc_retries=retries,
-        num_ooms=ooms,
-        num_sync_all_streams=0,
-        num_device_alloc=14,
-        num_device_free=0,
-        max_split_size=-1,
-    )
-    return stats
+PROC = {"pid": "4242", "process": "python3"}
 
 
 def values(samples) -> dict[str, float]:
@@ -72,7 +39,7 @@ def values(samples) -> dict[str, float]:
 
 def test_allocator_figures_from_memory_stats():
     stats = memory_stats(6 * GIB, 10 * GIB, inactive_split=GIB, retries=3, ooms=1)
-    got = values(allocator_samples(stats, gpu="0", uuid=UUID0))
+    got = values(allocator_samples(stats, gpu="0", uuid=UUID0, **PROC))
     assert got == {
         "torch_cuda_memory_allocated_bytes": 6 * GIB,
         "torch_cuda_memory_reserved_bytes": 10 * GIB,
@@ -86,14 +53,14 @@ def test_allocator_figures_from_memory_stats():
 @pytest.mark.parametrize("expandable,reported", [(True, True), (False, False), (True, False)])
 def test_without_inactive_split_the_ratio_falls_back_to_unused_reserved(expandable, reported):
     stats = memory_stats(6 * GIB, 8 * GIB, inactive_split=GIB if reported else None)
-    samples = allocator_samples(stats, gpu="0", uuid=UUID0, expandable_segments=expandable)
+    samples = allocator_samples(stats, gpu="0", uuid=UUID0, **PROC, expandable_segments=expandable)
     got = values(samples)
     assert "torch_cuda_memory_inactive_split_bytes" not in got  # not reported: absent, not 0
     assert got["torch_cuda_fragmentation_ratio"] == pytest.approx(0.25)  # (8 - 6) / 8
 
 
 def test_nothing_reserved_is_no_fragmentation():
-    got = values(allocator_samples(memory_stats(0, 0, 0), gpu="0", uuid=UUID0))
+    got = values(allocator_samples(memory_stats(0, 0, 0), gpu="0", uuid=UUID0, **PROC))
     assert got["torch_cuda_fragmentation_ratio"] == 0
 
 
@@ -112,34 +79,32 @@ def test_expandable_segments_from_the_allocator_config(environ, enabled):
     assert expandable_segments_enabled(environ) is enabled
 
 
-class FakeReader:
-    """Stands in for torch.cuda on a machine with two GPUs (same keys as memory_stats)."""
-
-    def __init__(self, devices):
-        self._devices = devices
-
-    def devices(self):
-        return self._devices
-
-
 def test_the_source_labels_each_device_with_nvml_index_and_uuid_through_the_sampler():
-    reader = FakeReader(
+    cuda = FakeCuda(
         [
-            DeviceStats(0, UUID0, memory_stats(GIB, 2 * GIB, GIB // 2)),
-            DeviceStats(1, UUID1, memory_stats(3 * GIB, 4 * GIB, 0)),
+            FakeDevice(UUID0, allocated=GIB, reserved=2 * GIB, inactive_split=GIB // 2),
+            FakeDevice(UUID1, allocated=3 * GIB, reserved=4 * GIB, inactive_split=0),
+            FakeDevice("GPU-00000000-1111-2222-3333-444444444444", allocations=0),  # unused
         ]
     )
-    # CUDA_VISIBLE_DEVICES=3,1: this process's device 0 is NVML's GPU 3; GPU 1 unknown to NVML
-    source = TorchAllocatorSource(reader, environ={}, gpu_indices=lambda: {UUID0: "3"})
+    # CUDA_VISIBLE_DEVICES=3,1,0: device 0 is NVML's GPU 3; GPU 1 unknown to NVML keeps the
+    # index CUDA_VISIBLE_DEVICES gives it; the device never allocated on is left out
+    reader = TorchCudaStats({"CUDA_VISIBLE_DEVICES": "3,1,0"}, cuda=cuda)
+    gpus = GpuLookup(lambda: {UUID0: ("3", UUID0)})
+    source = TorchAllocatorSource(reader, environ={}, gpus=gpus)
     sampler = Sampler([source], interval=1.0)
     snapshot = asyncio.run(sampler.cycle())
     m = parse_metrics(snapshot.body(Format.TEXT).decode())
     assert series(m, "exporter_source_up", source="torch").popitem()[1] == 1
-    frag = series(m, "torch_cuda_fragmentation_ratio")
-    assert frag == {
-        ("torch_cuda_fragmentation_ratio", (("gpu", "3"), ("uuid", UUID0))): 0.25,
-        ("torch_cuda_fragmentation_ratio", (("gpu", "1"), ("uuid", UUID1))): 0.0,
+    frag = {
+        dict(k[1])["uuid"]: (dict(k[1]), v)
+        for k, v in series(m, "torch_cuda_fragmentation_ratio").items()
     }
+    assert frag.keys() == {UUID0, UUID1}
+    assert frag[UUID0][1] == 0.25 and frag[UUID0][0]["gpu"] == "3"
+    assert frag[UUID1][1] == 0.0 and frag[UUID1][0]["gpu"] == "1"
+    assert {lb["pid"] for lb, _ in frag.values()} == {str(os.getpid())}
+    assert all(lb["process"] for lb, _ in frag.values())
 
 
 def test_on_this_cpu_machine_the_source_reports_nothing_and_never_initializes_cuda():

@@ -1,4 +1,5 @@
-"""The PyTorch caching allocator of this process, per CUDA device (`torch.cuda.memory_stats`).
+"""The PyTorch caching allocator of this process, per CUDA device (`torch.cuda.memory_stats`),
+and what the allocator series of any process share: the figures and the GPU they are on.
 
 What nvidia-smi cannot tell: how much of the memory PyTorch reserved is held by live tensors,
 and how much is stranded in partly used segments (inactive split) that `empty_cache()` cannot
@@ -8,46 +9,51 @@ fragmentation ratio falls back to (reserved - allocated) / reserved.
 
 Absent on CPU, and never the one to initialize CUDA: a process that has not touched CUDA yet
 has no allocator to report, and creating a CUDA context from a scrape would cost device memory.
-torch is imported on first collection, so the exporter runs without it.
+The serving processes beside the exporter report theirs through the probe
+(`exporter/probe`, read by `exporter.sources.torch_probe`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Protocol
 
 from exporter import catalog
+from exporter.probe import procfs
+from exporter.probe.stats import (
+    ALLOC_RETRIES,
+    ALLOCATED,
+    INACTIVE_SPLIT,
+    OOMS,
+    RESERVED,
+    DeviceReading,
+    StatsReader,
+    TorchCudaStats,
+    expandable_segments_enabled,
+)
 from exporter.samples import Sample
-from exporter.sources import SourceUnavailable
+
+__all__ = ["GpuLookup", "TorchAllocatorSource", "allocator_samples", "expandable_segments_enabled"]
 
 log = logging.getLogger(__name__)
 
-ALLOCATED = "allocated_bytes.all.current"
-RESERVED = "reserved_bytes.all.current"
-INACTIVE_SPLIT = "inactive_split_bytes.all.current"
-ALLOC_RETRIES = "num_alloc_retries"
-OOMS = "num_ooms"
-
-_ALLOC_CONF_VARIABLES = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
-
-
-def expandable_segments_enabled(environ: Mapping[str, str]) -> bool:
-    """True when the allocator config (`PYTORCH_CUDA_ALLOC_CONF`) turns expandable segments on."""
-    for variable in _ALLOC_CONF_VARIABLES:
-        for option in environ.get(variable, "").split(","):
-            key, _, value = option.partition(":")
-            if key.strip() == "expandable_segments":
-                return value.strip().lower() == "true"
-    return False
+#: NVML's spelling of a GPU or MIG device UUID → (NVML index of the GPU, the GPU's UUID).
+GpuTable = dict[str, tuple[str, str]]
 
 
 def allocator_samples(
-    stats: Mapping[str, int], *, gpu: str, uuid: str, expandable_segments: bool = False
+    stats: Mapping[str, int],
+    *,
+    gpu: str,
+    uuid: str,
+    pid: str,
+    process: str,
+    expandable_segments: bool = False,
 ) -> list[Sample]:
-    """The torch_cuda_* samples of one device from its `torch.cuda.memory_stats` dict."""
+    """The torch_cuda_* samples of one process on one device from its memory_stats dict."""
     allocated = float(stats.get(ALLOCATED, 0))
     reserved = float(stats.get(RESERVED, 0))
     split = None if expandable_segments else stats.get(INACTIVE_SPLIT)
@@ -57,7 +63,8 @@ def allocator_samples(
         fragmentation = split / reserved
     else:  # not reported: the free share of what is reserved is the best bound left
         fragmentation = max(0.0, reserved - allocated) / reserved
-    c, labels = catalog, {"gpu": gpu, "uuid": uuid}
+    c = catalog
+    labels = {"gpu": gpu, "uuid": uuid, "pid": pid, "process": process}
     out = [
         c.TORCH_CUDA_MEMORY_ALLOCATED.sample(allocated, **labels),
         c.TORCH_CUDA_MEMORY_RESERVED.sample(reserved, **labels),
@@ -72,51 +79,9 @@ def allocator_samples(
     return out
 
 
-@dataclass(frozen=True)
-class DeviceStats:
-    index: int  # CUDA device index in this process
-    uuid: str  # GPU-xxxxxxxx-..., as NVML spells it
-    stats: Mapping[str, int]  # torch.cuda.memory_stats(index)
-
-
-class AllocatorReader(Protocol):
-    """Where the allocator figures come from (torch in production, a dict in tests)."""
-
-    def devices(self) -> list[DeviceStats]: ...
-
-
-class TorchCudaReader:
-    """Reads `torch.cuda.memory_stats` for every device, once CUDA is initialized."""
-
-    def __init__(self) -> None:
-        try:
-            import torch
-        except ImportError:
-            raise SourceUnavailable(
-                "PyTorch is not installed: pip install 'gpu-inference-exporter[harness]'"
-            ) from None
-        self._torch = torch
-        self._uuids: dict[int, str] = {}
-
-    def devices(self) -> list[DeviceStats]:
-        cuda = self._torch.cuda
-        if not cuda.is_available() or not cuda.is_initialized():
-            return []
-        out = []
-        for index in range(cuda.device_count()):
-            if index not in self._uuids:
-                self._uuids[index] = _nvml_uuid(str(cuda.get_device_properties(index).uuid))
-            out.append(DeviceStats(index, self._uuids[index], cuda.memory_stats(index)))
-        return out
-
-
-def _nvml_uuid(text: str) -> str:
-    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
-
-
-def nvml_indices_by_uuid() -> dict[str, str]:
-    """NVML's index of each GPU by UUID ({} without NVML): CUDA's device order and
-    CUDA_VISIBLE_DEVICES renumber GPUs, NVML's index is the one the GPU series carry."""
+def nvml_gpu_table() -> GpuTable:
+    """Every GPU and MIG device NVML sees ({} without NVML): a MIG device maps to its GPU,
+    whose index and UUID the GPU series carry."""
     try:
         import pynvml
     except ImportError:
@@ -125,20 +90,102 @@ def nvml_indices_by_uuid() -> dict[str, str]:
         pynvml.nvmlInit()
     except Exception:
         return {}
+    table: GpuTable = {}
     try:
-        indices = {}
         for i in range(pynvml.nvmlDeviceGetCount()):
-            uuid = pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(i))
-            indices[uuid.decode() if isinstance(uuid, bytes) else uuid] = str(i)
-        return indices
+            try:
+                handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+                uuid = _text(pynvml.nvmlDeviceGetUUID(handle))
+            except Exception as exc:
+                log.debug("NVML GPU %d: %s", i, exc)
+                continue
+            table[uuid] = (str(i), uuid)
+            for mig_uuid in _mig_uuids(pynvml, handle):
+                table[mig_uuid] = (str(i), uuid)
     except Exception as exc:
-        log.debug("NVML index lookup failed: %s", exc)
-        return {}
+        log.debug("NVML GPU lookup failed: %s", exc)
     finally:
-        try:
+        with contextlib.suppress(Exception):
             pynvml.nvmlShutdown()
+    return table
+
+
+def _mig_uuids(pynvml, handle) -> list[str]:  # type: ignore[no-untyped-def]
+    try:
+        current, _ = pynvml.nvmlDeviceGetMigMode(handle)
+        if current != pynvml.NVML_DEVICE_MIG_ENABLE:
+            return []
+        slots = pynvml.nvmlDeviceGetMaxMigDeviceCount(handle)
+    except Exception:  # not MIG capable
+        return []
+    out = []
+    for slot in range(slots):
+        try:
+            mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+            out.append(_text(pynvml.nvmlDeviceGetUUID(mig)))
         except Exception:
-            log.debug("nvmlShutdown failed", exc_info=True)
+            continue  # an empty slot
+    return out
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class GpuLookup:
+    """The GPU a CUDA device is on, as the GPU series name it: `gpu` is NVML's index, `uuid`
+    NVML's "GPU-..." spelling (torch spells a UUID without the prefix, and a MIG device by its
+    own UUID: it maps to its GPU).
+
+    The table comes from NVML, or from the simulated fleet with `--backend simulated`. A UUID
+    the table does not know (no NVML in the exporter's container, a GPU not visible to it) is
+    asked again at most every `refresh_after` seconds, and meanwhile labelled with "GPU-" and
+    the device's node index as the process sees it: CUDA_VISIBLE_DEVICES' entry, else CUDA's
+    ordinal, which is NVML's index when CUDA_DEVICE_ORDER=PCI_BUS_ID or every GPU is alike.
+    """
+
+    def __init__(
+        self,
+        table: Callable[[], GpuTable] = nvml_gpu_table,
+        *,
+        refresh_after: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._load = table
+        self._table: GpuTable | None = None
+        self._loaded_at = 0.0
+        self._refresh_after = refresh_after
+        self._clock = clock
+
+    def find(self, device: DeviceReading) -> tuple[str, str]:
+        """(gpu, uuid) labels of the GPU `device` is on."""
+        names = _nvml_spellings(device.uuid)
+        found = self._known(names)
+        if found is None and self._clock() - self._loaded_at >= self._refresh_after:
+            self._reload()
+            found = self._known(names)
+        if found is not None:
+            return found
+        index = device.physical_index if device.physical_index is not None else device.index
+        return str(index), names[0]
+
+    def _known(self, names: list[str]) -> tuple[str, str] | None:
+        if self._table is None:
+            self._reload()
+        for name in names:
+            if name in (self._table or {}):
+                return (self._table or {})[name]
+        return None
+
+    def _reload(self) -> None:
+        self._table = self._load()
+        self._loaded_at = self._clock()
+
+
+def _nvml_spellings(uuid: str) -> list[str]:
+    if uuid.startswith(("GPU-", "MIG-")):
+        return [uuid]
+    return [f"GPU-{uuid}", f"MIG-{uuid}"]
 
 
 class TorchAllocatorSource:
@@ -146,29 +193,32 @@ class TorchAllocatorSource:
 
     def __init__(
         self,
-        reader: AllocatorReader | None = None,
+        reader: StatsReader | None = None,
         *,
         environ: Mapping[str, str] = os.environ,
-        gpu_indices: Callable[[], dict[str, str]] = nvml_indices_by_uuid,
+        gpus: GpuLookup | None = None,
         name: str = "torch",
     ) -> None:
         self.name = name
-        self._reader = reader
+        self._reader = reader if reader is not None else TorchCudaStats(environ)
         self._expandable = expandable_segments_enabled(environ)
-        self._gpu_indices = gpu_indices
-        self._indices: dict[str, str] | None = None
+        self._gpus = gpus or GpuLookup()
+        self._pid = str(os.getpid())
 
     def collect(self) -> list[Sample]:
-        if self._reader is None:
-            self._reader = TorchCudaReader()
-        devices = self._reader.devices()
-        if devices and self._indices is None:
-            self._indices = self._gpu_indices()
+        if not self._reader.initialized():
+            return []
+        process = procfs.process_name()
         out: list[Sample] = []
-        for dev in devices:
-            gpu = (self._indices or {}).get(dev.uuid, str(dev.index))
+        for dev in self._reader.devices():
+            gpu, uuid = self._gpus.find(dev)
             out += allocator_samples(
-                dev.stats, gpu=gpu, uuid=dev.uuid, expandable_segments=self._expandable
+                dev.stats,
+                gpu=gpu,
+                uuid=uuid,
+                pid=self._pid,
+                process=process,
+                expandable_segments=self._expandable,
             )
         return out
 

@@ -403,12 +403,16 @@ class _Gpu:
             c.GPU_ROW_REMAP_PENDING.sample(0, **lb),
             c.GPU_ROW_REMAP_FAILURE.sample(0, **lb),
             c.GPU_RECOVERY_ACTION.sample(0, **lb),
-            c.TORCH_CUDA_MEMORY_ALLOCATED.sample(0, **lb),
-            c.TORCH_CUDA_MEMORY_RESERVED.sample(0, **lb),
-            c.TORCH_CUDA_MEMORY_INACTIVE_SPLIT.sample(0, **lb),
-            c.TORCH_CUDA_FRAGMENTATION.sample(0, **lb),
-            c.TORCH_CUDA_ALLOC_RETRIES.sample(0, **lb),
-            c.TORCH_CUDA_OOMS.sample(0, **lb),
+        ]
+        # the allocator of the GPU's one inference process (the process of --collect.processes)
+        proc = {**lb, "pid": str(SIMULATED_PID_BASE + self.index), "process": "python3"}
+        out += [
+            c.TORCH_CUDA_MEMORY_ALLOCATED.sample(0, **proc),
+            c.TORCH_CUDA_MEMORY_RESERVED.sample(0, **proc),
+            c.TORCH_CUDA_MEMORY_INACTIVE_SPLIT.sample(0, **proc),
+            c.TORCH_CUDA_FRAGMENTATION.sample(0, **proc),
+            c.TORCH_CUDA_ALLOC_RETRIES.sample(0, **proc),
+            c.TORCH_CUDA_OOMS.sample(0, **proc),
         ]
         return out
 

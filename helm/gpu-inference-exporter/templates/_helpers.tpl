@@ -109,6 +109,12 @@ args:
 {{- else }}
   - --no-harness
 {{- end }}
+{{- if and $sidecar $v.sidecar.torchProbe.enabled }}
+  - --torch.probe-dir={{ $v.sidecar.torchProbe.mountPath }}
+{{- range $v.sidecar.torchProbe.uids }}
+  - --torch.probe-uid={{ . }}
+{{- end }}
+{{- end }}
 {{- range $v.extraArgs }}
   - {{ . | quote }}
 {{- end }}
@@ -172,6 +178,10 @@ securityContext:
 volumeMounts:
   - name: gie-tmp
     mountPath: /tmp
+{{- if and $sidecar $v.sidecar.torchProbe.enabled }}
+  - name: gie-torch-probe
+    mountPath: {{ $v.sidecar.torchProbe.mountPath }}
+{{- end }}
 {{- with $v.extraVolumeMounts }}
 {{ toYaml . | indent 2 }}
 {{- end }}
@@ -182,7 +192,31 @@ volumeMounts:
 - name: gie-tmp
   emptyDir:
     sizeLimit: 64Mi
+{{- if and (eq .Values.mode "sidecar") .Values.sidecar.torchProbe.enabled }}
+# The allocator probes' files: a few hundred bytes per serving process, in memory.
+- name: gie-torch-probe
+  emptyDir:
+    medium: Memory
+    sizeLimit: 16Mi
+{{- end }}
 {{- with .Values.extraVolumes }}
 {{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* What the inference container adds (sidecar mode): the probe's directory, mounted and named. */}}
+{{- define "gie.engine" -}}
+{{- $probe := .Values.sidecar.torchProbe -}}
+{{- if $probe.enabled -}}
+env:
+  # The vLLM plugin of gpu-inference-exporter (pip install it in the image) starts the allocator
+  # probe in every vLLM process; any other PyTorch server calls exporter.probe.start_from_env().
+  - name: GIE_TORCH_PROBE_DIR
+    value: {{ $probe.mountPath | quote }}
+volumeMounts:
+  - name: gie-torch-probe
+    mountPath: {{ $probe.mountPath }}
+{{- else -}}
+{}
 {{- end }}
 {{- end }}
