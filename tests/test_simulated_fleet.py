@@ -306,6 +306,49 @@ def test_same_seed_and_clock_readings_give_identical_samples():
         assert s1.collect() == s2.collect()
 
 
+def test_unchanged_values_reuse_their_sample_and_changed_ones_are_fresh():
+    """A cycle hands out last cycle's sample when the value is the same; the figures do not
+    depend on it (a fleet that forgets its samples every cycle sees the same)."""
+    kept, clock = fleet("xid:gpu=2,code=13,every=7", "ecc_uncorrectable:gpu=1,start=20", seed=7)
+    forgetful, clock2 = fleet(
+        "xid:gpu=2,code=13,every=7", "ecc_uncorrectable:gpu=1,start=20", seed=7
+    )
+    before = {(s.name, s.labels): s for s in kept.collect()}
+    forgetful.collect()
+    reused = changed = 0
+    for t in IRREGULAR[1:]:
+        clock.t = clock2.t = 5000.0 + t
+        for g in forgetful._gpus:  # the reference: every sample built afresh
+            g.last = g._templates()
+        now = kept.collect()
+        assert now == forgetful.collect()
+        for sample in now:
+            last = before.get((sample.name, sample.labels))
+            if last is not None and last.value == sample.value:
+                reused += last is sample
+            elif last is not None:
+                changed += 1
+        before = {(s.name, s.labels): s for s in now}
+    assert reused > 3 * changed > 0  # most series (limits, states, counters) stand still
+    assert kept._xids.count(2, 13) > 0  # the Xid counter moved and was seen
+
+
+def test_xid_samples_follow_every_record_between_reads():
+    counters = XidCounters(watched=[48, 79])
+    counters.add_gpu(0, "GPU-a")
+    first = counters.samples(0)
+    assert counters.samples(0) == first and counters.samples(0)[0] is first[0]
+    counters.record(0, 79)
+    assert [s.value for s in counters.samples(0)] == [0, 1]
+    assert counters.samples(0)[0] is first[0]  # Xid 48 did not move: the same sample
+    counters.record(0, 13)  # a new code between two reads appears at once
+    assert [(s.label("xid"), s.value) for s in counters.samples()] == [
+        ("13", 1),
+        ("48", 0),
+        ("79", 1),
+    ]
+
+
 def test_figures_do_not_depend_on_the_process_hash_seed():
     code = (
         "from exporter.sources.simulated import SimulatedSource, parse_scenario\n"

@@ -28,12 +28,14 @@ class XidCounters:
         self._lock = threading.Lock()
         self._uuids: dict[int, str] = {}
         self._counts: dict[int, dict[int, int]] = {}
-        self._series: dict[tuple[int, int], Sample] = {}  # catalog-built, value 0
+        self._series: dict[tuple[int, int], Sample] = {}  # the last sample of each series
+        self._lists: dict[int, list[Sample]] = {}  # each GPU's samples until its counts change
 
     def add_gpu(self, index: int, uuid: str) -> None:
         """Register a GPU and pre-seed every watched code at 0 (idempotent; keeps counts)."""
         with self._lock:
             self._uuids[index] = uuid
+            self._lists.pop(index, None)
             counts = self._counts.setdefault(index, {})
             for code in self._watched:
                 counts.setdefault(code, 0)
@@ -48,6 +50,7 @@ class XidCounters:
             except KeyError:
                 raise KeyError(f"GPU {index} is not registered with add_gpu") from None
             counts[code] = counts.get(code, 0) + count
+            self._lists.pop(index, None)
 
     def count(self, index: int, code: int) -> int:
         """Events of `code` counted on GPU `index` so far (0 when none)."""
@@ -60,10 +63,20 @@ class XidCounters:
             indices = sorted(self._counts) if index is None else [index]
             out: list[Sample] = []
             for i in indices:
-                for code, value in sorted(self._counts[i].items()):
+                kept = self._lists.get(i)
+                if kept is not None:
+                    out += kept
+                    continue
+                kept = self._lists[i] = []
+                for code, count in sorted(self._counts[i].items()):
+                    value = float(count)
                     series = self._series.get((i, code))
                     if series is None:
                         labels = {"gpu": str(i), "uuid": self._uuids[i], "xid": str(code)}
-                        series = self._series[i, code] = catalog.GPU_XID_ERRORS.sample(0, **labels)
-                    out.append(Sample(series.name, series.labels, float(value)))
+                        series = catalog.GPU_XID_ERRORS.sample(value, **labels)
+                        self._series[i, code] = series
+                    elif series.value != value:  # counters rarely move: reuse the sample
+                        series = self._series[i, code] = Sample(series.name, series.labels, value)
+                    kept.append(series)
+                out += kept
             return out

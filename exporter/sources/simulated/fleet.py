@@ -143,7 +143,7 @@ class _Gpu:
         self.pcie_full_load = prof.uniform(0.6e9, 1.2e9)  # bytes/s sent at utilization 1
         self.pcie_rx_share = prof.uniform(1.2, 1.6)
         self.labels = {"gpu": str(index), "uuid": self.uuid}
-        self.templates = self._templates()
+        self.last = self._templates()  # catalog-built; each cycle's samples replace them
         # Integrated state, committed at grid points.
         self.k = 0
         self.energy = 0.0
@@ -417,7 +417,9 @@ class _Gpu:
         return out
 
     def samples(self, t: float) -> list[Sample]:
-        """Every series of this GPU at t except gpu_info and the Xid counters."""
+        """Every series of this GPU at t except gpu_info and the Xid counters.
+
+        The list is kept for the next cycle: extend another with it, never change it."""
         m, s = self.model, self.step
         dt = t - self.k * STEP_SECONDS  # into the current step
         used, free, allocated, reserved, split = self.memory(t)
@@ -475,9 +477,12 @@ class _Gpu:
             n["retries"],
             n["ooms"],
         ]
-        return [
-            Sample(x.name, x.labels, float(v)) for x, v in zip(self.templates, values, strict=True)
+        # a sample is immutable: an unchanged value (totals, limits, states, counters) reuses it
+        self.last = [
+            x if x.value == v else Sample(x.name, x.labels, v)
+            for x, v in zip(self.last, map(float, values), strict=True)
         ]
+        return self.last
 
 
 class SimulatedSource:
