@@ -2,7 +2,7 @@
 """Rendering cost: samples → exposition bytes, next to a hand-loop floor and prometheus_client.
 
 For each fleet size, every figure is the best of --repeat of one cycle's work, on the samples of
-a fresh collection each time (new objects, as the sampler gets them):
+a fresh collection each time (as the sampler gets them):
 
   floor            a hand loop: group by family, HELP/TYPE lines, one f-string per sample
                    (labels joined as they come, value with repr): no escaping, no label sorting,
