@@ -11,6 +11,7 @@ from typing import Any
 
 import helm_python
 import jsonschema
+import kubernetes_validate
 import yaml
 
 from tests.conftest import REPO
@@ -84,3 +85,15 @@ def exporter_container(docs: list[Manifest] | tuple[Manifest, ...]) -> Manifest:
 
 def env(container: Manifest) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def validate_engine_pod(engine: Manifest, exporter: Manifest, volumes: list[Manifest]) -> None:
+    """A user's vLLM pod with the exporter beside it, valid for each Kubernetes the chart claims."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "vllm-0", "labels": {"app.kubernetes.io/name": "vllm"}},
+        "spec": {"containers": [engine, exporter], "volumes": volumes},
+    }
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(pod, version, strict=True)

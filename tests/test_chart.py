@@ -31,6 +31,7 @@ from tests.chart_helpers import (
     render,
     render_files,
     render_value_set,
+    validate_engine_pod,
     value_set,
 )
 from tests.conftest import REPO
@@ -256,14 +257,7 @@ def test_the_sidecar_container_fits_an_inference_pod_and_both_are_scraped():
     engine = {"name": "vllm", "image": "vllm/vllm-openai:v0.10.2", "ports": []}
     engine["ports"].append({"name": "http", "containerPort": 8000})
     engine["resources"] = {"limits": {GPU_RESOURCE: 1}}
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "vllm-0", "labels": {"app.kubernetes.io/name": "vllm"}},
-        "spec": {"containers": [engine, container], "volumes": volumes},
-    }
-    for version in KUBERNETES_VERSIONS:
-        kubernetes_validate.validate(pod, version, strict=True)
+    validate_engine_pod(engine, container, volumes)
     monitor = one(docs, "PodMonitor")
     assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "vllm"}
     assert monitor["spec"]["namespaceSelector"]["matchNames"] == ["inference"]

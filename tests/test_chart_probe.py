@@ -6,11 +6,16 @@ from __future__ import annotations
 import copy
 
 import helm_python
-import kubernetes_validate
 import pytest
 import yaml
 
-from tests.chart_helpers import KUBERNETES_VERSIONS, env, of_kind, render, value_set
+from tests.chart_helpers import (
+    env,
+    of_kind,
+    render,
+    validate_engine_pod,
+    value_set,
+)
 
 MOUNT = "/run/gie-torch-probe"
 
@@ -45,14 +50,7 @@ def test_the_exporter_and_the_inference_container_share_the_probe_directory():
     # the user's pod with both: valid for every Kubernetes the chart claims
     vllm = {"name": "vllm", "image": "vllm/vllm-openai:v0.10.2", **engine}
     vllm["resources"] = {"limits": {"nvidia.com/gpu": 1}}
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "vllm-0", "labels": {"app.kubernetes.io/name": "vllm"}},
-        "spec": {"containers": [vllm, container], "volumes": volumes},
-    }
-    for version in KUBERNETES_VERSIONS:
-        kubernetes_validate.validate(pod, version, strict=True)
+    validate_engine_pod(vllm, container, volumes)
 
 
 def test_trusted_uids_and_another_mount_path_reach_the_flags():
