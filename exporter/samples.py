@@ -22,6 +22,11 @@ class Sample:
                 return v
         return None
 
+    def with_value(self, value: float) -> Sample:
+        """The same series at `value`: this very sample when the value has not changed (a sample
+        is immutable, so a source hands an unchanged one out again instead of building it)."""
+        return self if self.value == value else Sample(self.name, self.labels, value)
+
 
 @dataclass(frozen=True, slots=True)
 class HistogramSample:

@@ -273,3 +273,19 @@ def test_keep_series_is_a_flag_with_a_default_of_3_explained_in_help():
     text = " ".join(serve.format_help().split())
     assert "--collect.keep-series" in text and "GIE_COLLECT_KEEP_SERIES" in text
     assert "exporter_source_up 0" in text
+
+
+def test_a_sample_at_its_own_value_is_handed_out_again_and_a_new_value_makes_a_new_one():
+    first = Sample("gpu_up", (("gpu", "0"),), 1.0)
+    assert first.with_value(1.0) is first
+    moved = first.with_value(0.0)
+    assert moved is not first and (moved.name, moved.labels, moved.value) == (
+        "gpu_up",
+        first.labels,
+        0.0,
+    )
+    assert first.value == 1.0  # the kept sample never changes
+    nan = Sample("gpu_power_watts", (), float("nan"))
+    assert (
+        nan.with_value(float("nan")) is not nan
+    )  # NaN equals nothing: a fresh sample, never wrong

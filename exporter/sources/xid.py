@@ -75,8 +75,8 @@ class XidCounters:
                         labels = {"gpu": str(i), "uuid": self._uuids[i], "xid": str(code)}
                         series = catalog.GPU_XID_ERRORS.sample(value, **labels)
                         self._series[i, code] = series
-                    elif series.value != value:  # counters rarely move: reuse the sample
-                        series = self._series[i, code] = Sample(series.name, series.labels, value)
+                    else:  # counters rarely move: an unchanged one is handed out again
+                        series = self._series[i, code] = series.with_value(value)
                     kept.append(series)
                 out += kept
             return out

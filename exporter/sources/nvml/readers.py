@@ -102,8 +102,8 @@ class Series:
         last = self._last.get(key)
         if last is None:
             last = self._last[key] = family.sample(value, **self.base, **extra)
-        elif last.value != value:
-            last = self._last[key] = Sample(last.name, last.labels, float(value))
+        else:
+            last = self._last[key] = last.with_value(float(value))
         return last
 
     def __len__(self) -> int:

@@ -478,10 +478,7 @@ class _Gpu:
             n["ooms"],
         ]
         # a sample is immutable: an unchanged value (totals, limits, states, counters) reuses it
-        self.last = [
-            x if x.value == v else Sample(x.name, x.labels, v)
-            for x, v in zip(self.last, map(float, values), strict=True)
-        ]
+        self.last = [x.with_value(v) for x, v in zip(self.last, map(float, values), strict=True)]
         return self.last
 
 
