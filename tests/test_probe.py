@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 
@@ -295,3 +296,25 @@ def test_the_probe_and_the_exporter_read_the_directory_from_one_variable():
     from exporter.cli import env_name
 
     assert env_name("--torch.probe-dir") == ENV_DIR == "GIE_TORCH_PROBE_DIR"
+
+
+def test_a_process_short_name_comes_from_proc_and_the_nvml_source_falls_back_to_it(monkeypatch):
+    import pynvml
+
+    from exporter.sources.nvml import processes
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        expected = Path(f"/proc/{child.pid}/comm").read_text(encoding="utf-8").strip()
+        assert expected and procfs.comm(child.pid) == expected
+
+        def no_name(pid: int) -> str:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+        monkeypatch.setattr(pynvml, "nvmlSystemGetProcessName", no_name)
+        assert processes.process_name(child.pid) == expected  # NVML has none: /proc's
+    finally:
+        child.kill()
+        child.wait()
+    assert procfs.comm(child.pid) == "" and processes.process_name(child.pid) == ""
+    assert procfs.process_name() == procfs.comm() != ""

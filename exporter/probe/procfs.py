@@ -57,11 +57,16 @@ def alive(pid: int, started: int | None) -> bool:
         return False
 
 
-def process_name() -> str:
-    """This process's short name as ps and NVML show it (/proc/self/comm; a title set with
-    setproctitle, e.g. vLLM's `VLLM::Worker_TP0`, shows there), else its program's name."""
+def comm(pid: int | str = "self") -> str:
+    """A process's short name as ps shows it (/proc/PID/comm: a title set with setproctitle,
+    e.g. vLLM's `VLLM::Worker_TP0`, shows there), at most MAX_NAME characters; "" when unknown."""
     try:
-        name = (PROC / "self" / "comm").read_text(encoding="utf-8", errors="replace").strip()
+        name = (PROC / str(pid) / "comm").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        name = ""
-    return (name or Path(sys.argv[0] or sys.executable).name)[:MAX_NAME]
+        return ""
+    return name.strip()[:MAX_NAME]
+
+
+def process_name() -> str:
+    """This process's short name as ps and NVML show it, else its program's name."""
+    return comm() or Path(sys.argv[0] or sys.executable).name[:MAX_NAME]

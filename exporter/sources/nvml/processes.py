@@ -12,10 +12,9 @@ import os
 import pynvml
 
 from exporter import catalog
+from exporter.probe.procfs import MAX_NAME, comm
 from exporter.samples import Sample
 from exporter.sources.nvml.readers import Handle, Read, Series
-
-MAX_NAME = 64
 
 
 def process_name(pid: int) -> str:
@@ -25,11 +24,7 @@ def process_name(pid: int) -> str:
     except pynvml.NVMLError:
         name = ""
     if not name:
-        try:
-            with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
-                name = f.read().strip()
-        except OSError:
-            name = ""
+        return comm(pid)
     return os.path.basename(str(name).strip())[:MAX_NAME]
 
 
